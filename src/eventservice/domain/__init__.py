@@ -1,0 +1,1 @@
+"""Pure domain model: states, transitions, identifiers and parameters. No I/O."""

@@ -1,0 +1,1 @@
+"""Payload side: the channel client for payload authors and the reference payloads."""
