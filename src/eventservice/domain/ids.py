@@ -18,9 +18,7 @@ class EventRangeID:
     attempt_nr: int
 
     def __str__(self) -> str:
-        return (
-            f"{self.task_id}-{self.panda_id}-{self.file_id}-{self.start_event}-{self.attempt_nr}"
-        )
+        return f"{self.task_id}-{self.panda_id}-{self.file_id}-{self.start_event}-{self.attempt_nr}"
 
     @classmethod
     def parse(cls, text: object) -> EventRangeID:

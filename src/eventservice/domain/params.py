@@ -43,8 +43,14 @@ class TaskParams:
     def __post_init__(self) -> None:
         if not 0.0 <= self.esFraction <= 1.0:
             raise InvalidInput("esFraction must be between 0 and 1")
-        for name in ("nEventsPerJob", "nEventsPerWorker", "nEsConsumers", "maxAttempt",
-                     "esMaxAttempt", "esMaxAttemptJob"):
+        for name in (
+            "nEventsPerJob",
+            "nEventsPerWorker",
+            "nEsConsumers",
+            "maxAttempt",
+            "esMaxAttempt",
+            "esMaxAttemptJob",
+        ):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{name} must be at least 1")
         for name in ("maxFailure", "coreCount", "ramCount"):

@@ -1,0 +1,461 @@
+"""What follows a state change: releasing ranges, making consumers, merging, task progress.
+
+All functions run inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from eventservice.dispatcher import history
+from eventservice.dispatcher.tasks import new_job_row
+from eventservice.domain.params import TaskParams
+from eventservice.domain.states import (
+    ACTIVE_JOB_STATES,
+    HELD_RANGE_STATES,
+    QUEUED_JOB_STATES,
+    JobKind,
+    JobState,
+    RangeState,
+    TaskState,
+)
+from eventservice.store.schema import event_ranges, jobs, jobsets, tasks
+
+_params_cache: dict[tuple[str, int], TaskParams] = {}
+_HELD = [s.value for s in HELD_RANGE_STATES]
+_LIVE_JOB_STATES = [s.value for s in ACTIVE_JOB_STATES | QUEUED_JOB_STATES]
+
+
+def task_params(conn: Connection, task_id: int) -> TaskParams:
+    """A task's parameters (immutable after submission, so cached per database)."""
+    key = (str(conn.engine.url), task_id)
+    if key not in _params_cache:
+        text = conn.execute(select(tasks.c.params).where(tasks.c.task_id == task_id)).scalar_one()
+        _params_cache[key] = TaskParams.from_mapping(json.loads(text))
+    return _params_cache[key]
+
+
+def release_ranges(
+    conn: Connection,
+    where: Any,
+    *,
+    count_failure: bool,
+    reason: str,
+    now: float,
+    error_code: int | None = None,
+) -> set[int]:
+    """Return held ranges matching ``where`` to ``ready`` as attempt+1.
+
+    With ``count_failure`` the try counts against esMaxAttempt, and a range that has
+    used its budget becomes ``failed`` instead. Returns the jobsets touched.
+    """
+    rows = conn.execute(
+        select(
+            event_ranges.c.range_id,
+            event_ranges.c.task_id,
+            event_ranges.c.jobset_id,
+            event_ranges.c.state,
+            event_ranges.c.attempt_nr,
+            event_ranges.c.failures,
+            event_ranges.c.panda_id,
+        ).where(where, event_ranges.c.state.in_(_HELD))
+    ).all()
+    changes = []
+    for row in rows:
+        failures = row.failures + int(count_failure)
+        exhausted = failures >= task_params(conn, row.task_id).esMaxAttempt
+        new_state = RangeState.FAILED if exhausted else RangeState.READY
+        values: dict[str, Any] = {
+            "state": new_state.value,
+            "failures": failures,
+            "modified_at": now,
+            "error_diag": reason,
+        }
+        if error_code is not None:
+            values["error_code"] = error_code
+        if not exhausted:
+            values["attempt_nr"] = row.attempt_nr + 1
+        conn.execute(
+            update(event_ranges)
+            .where(
+                event_ranges.c.range_id == row.range_id,
+                event_ranges.c.state == row.state,
+                event_ranges.c.attempt_nr == row.attempt_nr,
+            )
+            .values(**values)
+        )
+        changes.append(
+            (
+                row.range_id,
+                row.state,
+                new_state.value,
+                values.get("attempt_nr", row.attempt_nr),
+                row.panda_id,
+                reason,
+            )
+        )
+    history.record(conn, "range", changes, now)
+    return {row.jobset_id for row in rows}
+
+
+def has_ranges(conn: Connection, jobset_id: int, states: list[str]) -> bool:
+    """Whether any range of the jobset is in one of ``states`` (stops at the first)."""
+    return (
+        conn.execute(
+            select(event_ranges.c.range_id)
+            .where(event_ranges.c.jobset_id == jobset_id, event_ranges.c.state.in_(states))
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def refresh_jobset(conn: Connection, jobset_id: int, now: float) -> None:
+    """Bring an ES jobset's consumers and merge in line with its ranges."""
+    jobset = conn.execute(select(jobsets).where(jobsets.c.jobset_id == jobset_id)).one()
+    if not jobset.event_service or jobset.state != "running":
+        return
+    ready = has_ranges(conn, jobset_id, [RangeState.READY.value])
+    params = task_params(conn, jobset.task_id)
+    consumers = conn.execute(
+        select(jobs.c.panda_id, jobs.c.state).where(
+            jobs.c.jobset_id == jobset_id,
+            jobs.c.kind == int(JobKind.EVENT_SERVICE),
+            jobs.c.state.in_(_LIVE_JOB_STATES),
+        )
+    ).all()
+    if ready:
+        missing = min(
+            params.nEsConsumers - len(consumers), params.esMaxAttemptJob - jobset.consumers_made
+        )
+        if missing > 0:
+            conn.execute(
+                insert(jobs),
+                [
+                    new_job_row(jobset.task_id, jobset_id, JobKind.EVENT_SERVICE, now)
+                    for _ in range(missing)
+                ],
+            )
+            conn.execute(
+                update(jobsets)
+                .where(jobsets.c.jobset_id == jobset_id)
+                .values(consumers_made=jobset.consumers_made + missing)
+            )
+        elif not consumers:
+            # No consumer may be made any more: what is left can never run.
+            reason = "esMaxAttemptJob consumers used up"
+            failed = conn.execute(
+                update(event_ranges)
+                .where(
+                    event_ranges.c.jobset_id == jobset_id,
+                    event_ranges.c.state == RangeState.READY.value,
+                )
+                .values(state=RangeState.FAILED.value, modified_at=now, error_diag=reason)
+                .returning(event_ranges.c.range_id, event_ranges.c.attempt_nr)
+            ).all()
+            history.record(
+                conn,
+                "range",
+                [
+                    (
+                        r.range_id,
+                        RangeState.READY.value,
+                        RangeState.FAILED.value,
+                        r.attempt_nr,
+                        None,
+                        reason,
+                    )
+                    for r in failed
+                ],
+                now,
+            )
+            refresh_jobset(conn, jobset_id, now)
+        return
+    close_queued_consumers(conn, jobset_id, now)
+    if not has_ranges(conn, jobset_id, _HELD):
+        finish_processing(conn, jobset, now)
+
+
+def close_queued_consumers(conn: Connection, jobset_id: int, now: float) -> None:
+    """Close consumers not yet picked up: there is nothing left for them."""
+    closed = (
+        conn.execute(
+            update(jobs)
+            .where(
+                jobs.c.jobset_id == jobset_id,
+                jobs.c.kind == int(JobKind.EVENT_SERVICE),
+                jobs.c.state.in_([s.value for s in QUEUED_JOB_STATES]),
+            )
+            .values(state=JobState.CLOSED.value, ended_at=now)
+            .returning(jobs.c.panda_id)
+        )
+        .scalars()
+        .all()
+    )
+    history.record(
+        conn,
+        "job",
+        [
+            (pid, JobState.ACTIVATED.value, JobState.CLOSED.value, None, pid, "no events left")
+            for pid in closed
+        ],
+        now,
+    )
+
+
+def finish_processing(conn: Connection, jobset: Any, now: float) -> None:
+    """Every range of the jobset has ended: merge what finished, or fail the jobset."""
+    if not has_ranges(conn, jobset.jobset_id, [RangeState.FINISHED.value]):
+        set_jobset_state(conn, jobset.jobset_id, "running", "failed", now, "no range finished")
+        update_task_progress(conn, jobset.task_id, now)
+        return
+    if not set_jobset_state(conn, jobset.jobset_id, "running", "merging", now, "ranges ended"):
+        return
+    done = conn.execute(
+        update(event_ranges)
+        .where(
+            event_ranges.c.jobset_id == jobset.jobset_id,
+            event_ranges.c.state == RangeState.FINISHED.value,
+        )
+        .values(state=RangeState.DONE.value, modified_at=now)
+        .returning(event_ranges.c.range_id, event_ranges.c.attempt_nr, event_ranges.c.panda_id)
+    ).all()
+    history.record(
+        conn,
+        "range",
+        [
+            (
+                r.range_id,
+                RangeState.FINISHED.value,
+                RangeState.DONE.value,
+                r.attempt_nr,
+                r.panda_id,
+                "accepted for merge",
+            )
+            for r in done
+        ],
+        now,
+    )
+    create_merge_job(conn, jobset.task_id, jobset.jobset_id, 1, now)
+    update_task_progress(conn, jobset.task_id, now)
+
+
+def create_merge_job(
+    conn: Connection, task_id: int, jobset_id: int, attempt: int, now: float
+) -> int:
+    """Queue a merge job (eventService=2) for a jobset's done ranges."""
+    panda_id = conn.execute(
+        insert(jobs)
+        .values(**new_job_row(task_id, jobset_id, JobKind.ES_MERGE, now, attempt))
+        .returning(jobs.c.panda_id)
+    ).scalar_one()
+    history.record_one(
+        conn,
+        "job",
+        panda_id,
+        None,
+        JobState.ACTIVATED.value,
+        attempt_nr=attempt,
+        panda_id=panda_id,
+        reason="merge job created",
+    )
+    return panda_id
+
+
+def set_jobset_state(
+    conn: Connection, jobset_id: int, expected: str, new: str, now: float, reason: str
+) -> bool:
+    """Guarded jobset transition; ``False`` when another request got there first."""
+    changed = conn.execute(
+        update(jobsets)
+        .where(jobsets.c.jobset_id == jobset_id, jobsets.c.state == expected)
+        .values(state=new, modified_at=now)
+    ).rowcount
+    if changed:
+        history.record_one(conn, "jobset", jobset_id, expected, new, reason=reason)
+    return bool(changed)
+
+
+def merge_succeeded(conn: Connection, job: Any, output: dict[str, Any], now: float) -> None:
+    """A merge job finished: its ranges are merged and the final output is recorded."""
+    conn.execute(
+        update(jobsets)
+        .where(jobsets.c.jobset_id == job.jobset_id)
+        .values(
+            output_path=output.get("path"),
+            output_fsize=output.get("fsize"),
+            output_adler32=output.get("adler32"),
+        )
+    )
+    if not set_jobset_state(conn, job.jobset_id, "merging", "merged", now, "merge finished"):
+        return
+    merged = conn.execute(
+        update(event_ranges)
+        .where(
+            event_ranges.c.jobset_id == job.jobset_id, event_ranges.c.state == RangeState.DONE.value
+        )
+        .values(state=RangeState.MERGED.value, modified_at=now)
+        .returning(event_ranges.c.range_id, event_ranges.c.attempt_nr)
+    ).all()
+    history.record(
+        conn,
+        "range",
+        [
+            (
+                r.range_id,
+                RangeState.DONE.value,
+                RangeState.MERGED.value,
+                r.attempt_nr,
+                job.panda_id,
+                "merged",
+            )
+            for r in merged
+        ],
+        now,
+    )
+    update_task_progress(conn, job.task_id, now)
+
+
+def merge_failed(conn: Connection, job: Any, max_attempts: int, now: float) -> None:
+    """A merge job failed: retry it, or discard the outputs and process the events again."""
+    if job.attempt_nr < max_attempts:
+        create_merge_job(conn, job.task_id, job.jobset_id, job.attempt_nr + 1, now)
+        return
+    jobset = conn.execute(select(jobsets).where(jobsets.c.jobset_id == job.jobset_id)).one()
+    params = task_params(conn, job.task_id)
+    if jobset.attempt_nr >= params.maxAttempt:
+        set_jobset_state(conn, job.jobset_id, "merging", "failed", now, "merge attempts used up")
+        update_task_progress(conn, job.task_id, now)
+        return
+    done = conn.execute(
+        select(event_ranges.c.range_id, event_ranges.c.attempt_nr).where(
+            event_ranges.c.jobset_id == job.jobset_id, event_ranges.c.state == RangeState.DONE.value
+        )
+    ).all()
+    conn.execute(
+        update(event_ranges)
+        .where(
+            event_ranges.c.jobset_id == job.jobset_id, event_ranges.c.state == RangeState.DONE.value
+        )
+        .values(
+            state=RangeState.READY.value,
+            attempt_nr=event_ranges.c.attempt_nr + 1,
+            output_path=None,
+            output_fsize=None,
+            output_adler32=None,
+            zip_id=None,
+            objstore_id=None,
+            modified_at=now,
+        )
+    )
+    changes = []
+    for r in done:
+        changes.append(
+            (
+                r.range_id,
+                RangeState.DONE.value,
+                RangeState.DISCARDED.value,
+                r.attempt_nr,
+                job.panda_id,
+                "merge failed: output discarded",
+            )
+        )
+        changes.append(
+            (
+                r.range_id,
+                RangeState.DISCARDED.value,
+                RangeState.READY.value,
+                r.attempt_nr + 1,
+                None,
+                "re-processing",
+            )
+        )
+    history.record(conn, "range", changes, now)
+    conn.execute(
+        update(jobsets)
+        .where(jobsets.c.jobset_id == job.jobset_id)
+        .values(attempt_nr=jobset.attempt_nr + 1, consumers_made=0)
+    )
+    set_jobset_state(conn, job.jobset_id, "merging", "running", now, "re-processing")
+    refresh_jobset(conn, job.jobset_id, now)
+
+
+def normal_job_ended(
+    conn: Connection, job: Any, succeeded: bool, output: dict[str, Any] | None, now: float
+) -> None:
+    """A normal job ended: record its output, or retry it within maxAttempt."""
+    if succeeded:
+        conn.execute(
+            update(jobsets)
+            .where(jobsets.c.jobset_id == job.jobset_id)
+            .values(
+                output_path=(output or {}).get("path"),
+                output_fsize=(output or {}).get("fsize"),
+                output_adler32=(output or {}).get("adler32"),
+            )
+        )
+        set_jobset_state(conn, job.jobset_id, "running", "done", now, "normal job finished")
+    elif job.attempt_nr < task_params(conn, job.task_id).maxAttempt:
+        panda_id = conn.execute(
+            insert(jobs)
+            .values(
+                **new_job_row(
+                    job.task_id, job.jobset_id, JobKind(job.kind), now, job.attempt_nr + 1
+                )
+            )
+            .returning(jobs.c.panda_id)
+        ).scalar_one()
+        history.record_one(
+            conn,
+            "job",
+            panda_id,
+            None,
+            JobState.ACTIVATED.value,
+            attempt_nr=job.attempt_nr + 1,
+            panda_id=panda_id,
+            reason="retry",
+        )
+        return
+    else:
+        set_jobset_state(conn, job.jobset_id, "running", "failed", now, "job attempts used up")
+    update_task_progress(conn, job.task_id, now)
+
+
+def update_task_progress(conn: Connection, task_id: int, now: float) -> None:
+    """Move the task on once its jobsets have all ended (done, partial or failed)."""
+    states = dict(
+        conn.execute(
+            select(jobsets.c.state, func.count())
+            .where(jobsets.c.task_id == task_id)
+            .group_by(jobsets.c.state)
+        )
+        .tuples()
+        .all()
+    )
+    open_count = states.get("running", 0) + states.get("merging", 0)
+    current = conn.execute(select(tasks.c.state).where(tasks.c.task_id == task_id)).scalar_one()
+    if open_count:
+        new = (
+            TaskState.MERGING
+            if states.get("merging") and not states.get("running")
+            else TaskState.RUNNING
+        )
+    elif not states.get("failed"):
+        new = TaskState.DONE
+    elif states.get("merged") or states.get("done"):
+        new = TaskState.FINISHED
+    else:
+        new = TaskState.FAILED
+    if new.value == current:
+        return
+    changed = conn.execute(
+        update(tasks)
+        .where(and_(tasks.c.task_id == task_id, tasks.c.state == current))
+        .values(state=new.value, modified_at=now)
+    ).rowcount
+    if changed:
+        history.record_one(conn, "task", task_id, current, new.value, reason="progress")

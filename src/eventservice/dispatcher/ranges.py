@@ -1,0 +1,273 @@
+"""getEventRanges, updateEventRanges and checkEventsAvailability."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from eventservice.dispatcher import history, lifecycle
+from eventservice.dispatcher.jobs import load_job
+from eventservice.domain.ids import EventRangeID
+from eventservice.domain.states import (
+    ACTIVE_JOB_STATES,
+    REPORTABLE_RANGE_STATUSES,
+    Command,
+    JobKind,
+    JobState,
+    RangeState,
+)
+from eventservice.errors import InvalidInput
+from eventservice.store.schema import event_ranges, input_files, jobs
+
+#: errorCode with which a pilot hands back a range it could not finish (preempted, drained).
+PREEMPTED_ERROR_CODE = 1700
+_ADLER32 = re.compile(r"^[0-9a-f]{1,8}$")
+_STATUS_TO_STATE = {
+    "running": RangeState.RUNNING,
+    "transferring": RangeState.RUNNING,
+    "finished": RangeState.FINISHED,
+    "failed": RangeState.FAILED,
+    "fatal": RangeState.FATAL,
+}
+_file_cache: dict[tuple[str, int], Any] = {}
+
+
+def _input_file(conn: Connection, file_id: int) -> Any:
+    key = (str(conn.engine.url), file_id)
+    if key not in _file_cache:
+        _file_cache[key] = conn.execute(
+            select(input_files.c.lfn, input_files.c.guid, input_files.c.scope).where(
+                input_files.c.file_id == file_id
+            )
+        ).one()
+    return _file_cache[key]
+
+
+def _consumer(conn: Connection, panda_id: int, jobset_id: int | None, task_id: int | None) -> Any:
+    job = load_job(conn, panda_id)
+    if jobset_id is not None and job.jobset_id != jobset_id:
+        raise InvalidInput(f"PandaID {panda_id} belongs to jobset {job.jobset_id}, not {jobset_id}")
+    if task_id is not None and job.task_id != task_id:
+        raise InvalidInput(f"PandaID {panda_id} belongs to task {job.task_id}, not {task_id}")
+    return job
+
+
+def _may_consume(job: Any) -> bool:
+    return (
+        job.kind == JobKind.EVENT_SERVICE
+        and JobState(job.state) in ACTIVE_JOB_STATES
+        and job.command == Command.NONE.value
+    )
+
+
+def get_event_ranges(
+    conn: Connection,
+    panda_id: int,
+    jobset_id: int | None,
+    task_id: int | None,
+    n_ranges: int,
+    now: float,
+) -> list[dict[str, Any]]:
+    """Lease up to ``n_ranges`` ready ranges of the consumer's jobset, in one statement."""
+    job = _consumer(conn, panda_id, jobset_id, task_id)
+    if not _may_consume(job):
+        return []
+    conn.execute(update(jobs).where(jobs.c.panda_id == panda_id).values(heartbeat_at=now))
+    candidates = (
+        select(event_ranges.c.range_id)
+        .where(
+            event_ranges.c.jobset_id == job.jobset_id,
+            event_ranges.c.state == RangeState.READY.value,
+        )
+        .order_by(event_ranges.c.range_id)
+        .limit(n_ranges)
+        .with_for_update(skip_locked=True)
+    )
+    rows = conn.execute(
+        update(event_ranges)
+        .where(
+            event_ranges.c.range_id.in_(candidates), event_ranges.c.state == RangeState.READY.value
+        )
+        .values(state=RangeState.SENT.value, panda_id=panda_id, modified_at=now)
+        .returning(
+            event_ranges.c.range_id,
+            event_ranges.c.file_id,
+            event_ranges.c.start_event,
+            event_ranges.c.last_event,
+            event_ranges.c.attempt_nr,
+        )
+    ).all()
+    rows.sort(key=lambda r: (r.file_id, r.start_event))
+    history.record(
+        conn,
+        "range",
+        [
+            (
+                r.range_id,
+                RangeState.READY.value,
+                RangeState.SENT.value,
+                r.attempt_nr,
+                panda_id,
+                None,
+            )
+            for r in rows
+        ],
+        now,
+    )
+    if len(rows) < n_ranges:
+        lifecycle.refresh_jobset(conn, job.jobset_id, now)
+    answer = []
+    for r in rows:
+        infile = _input_file(conn, r.file_id)
+        answer.append(
+            {
+                "eventRangeID": str(
+                    EventRangeID(job.task_id, panda_id, r.file_id, r.start_event, r.attempt_nr)
+                ),
+                "startEvent": r.start_event,
+                "lastEvent": r.last_event,
+                "LFN": infile.lfn,
+                "GUID": infile.guid,
+                "scope": infile.scope,
+            }
+        )
+    return answer
+
+
+def count_available(
+    conn: Connection, panda_id: int, jobset_id: int | None, task_id: int | None
+) -> int:
+    """How many ranges a consumer could still get (checkEventsAvailability)."""
+    job = _consumer(conn, panda_id, jobset_id, task_id)
+    if not _may_consume(job):
+        return 0
+    return conn.execute(
+        select(func.count()).where(
+            event_ranges.c.jobset_id == job.jobset_id,
+            event_ranges.c.state == RangeState.READY.value,
+        )
+    ).scalar_one()
+
+
+@dataclass
+class RangeReport:
+    """One validated entry of an updateEventRanges batch."""
+
+    range_id: EventRangeID
+    status: str
+    error_code: int | None = None
+    error_diag: str | None = None
+    path: str | None = None
+    fsize: int | None = None
+    adler32: str | None = None
+    objstore_id: str | None = None
+    zip_file: dict[str, Any] | None = None
+
+
+def _int_field(item: dict[str, Any], key: str, where: str) -> int | None:
+    value = item.get(key)
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool):
+        raise InvalidInput(f"{where}: {key} must be an integer")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{where}: {key} must be an integer") from None
+    if number < 0:
+        raise InvalidInput(f"{where}: {key} must not be negative")
+    return number
+
+
+def _adler(item: dict[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not _ADLER32.match(value.lower()):
+        raise InvalidInput(f"{where}: {key} must be an adler32 of 1-8 hex digits")
+    return value.lower().zfill(8)
+
+
+def parse_report(item: Any, where: str, zip_file: dict[str, Any] | None = None) -> RangeReport:
+    """Validate one report entry; raise :class:`InvalidInput` naming the problem."""
+    if not isinstance(item, dict):
+        raise InvalidInput(f"{where} must be an object")
+    if "eventRangeID" not in item or "eventStatus" not in item:
+        raise InvalidInput(f"{where} needs eventRangeID and eventStatus")
+    range_id = EventRangeID.parse(item["eventRangeID"])
+    status = item["eventStatus"]
+    if status not in REPORTABLE_RANGE_STATUSES:
+        raise InvalidInput(
+            f"{where}: eventStatus must be one of "
+            f"{', '.join(sorted(REPORTABLE_RANGE_STATUSES))}, got {status!r}"
+        )
+    path = item.get("path")
+    if path is not None and not isinstance(path, str):
+        raise InvalidInput(f"{where}: path must be a string")
+    diag = item.get("errorDiag")
+    objstore = item.get("objstoreID")
+    return RangeReport(
+        range_id=range_id,
+        status=status,
+        error_code=_int_field(item, "errorCode", where),
+        error_diag=str(diag)[:2000] if diag is not None else None,
+        path=path or None,
+        fsize=_int_field(item, "fsize", where),
+        adler32=_adler(item, "adler32", where),
+        objstore_id=str(objstore) if objstore not in (None, "") else None,
+        zip_file=zip_file,
+    )
+
+
+def parse_zip_file(value: Any, where: str) -> dict[str, Any]:
+    """Validate the ``zipFile`` record of a version 1 report."""
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where}.zipFile must be an object")
+    lfn, path = value.get("lfn"), value.get("path") or value.get("lfn")
+    if not isinstance(lfn, str) or not lfn or not isinstance(path, str):
+        raise InvalidInput(f"{where}.zipFile needs lfn (and path: the bundle's URL)")
+    fsize = _int_field(value, "fsize", f"{where}.zipFile")
+    adler = _adler(value, "adler32", f"{where}.zipFile")
+    if fsize is None or adler is None:
+        raise InvalidInput(f"{where}.zipFile needs fsize and adler32")
+    objstore = value.get("objstoreID")
+    return {
+        "lfn": lfn,
+        "path": path,
+        "fsize": fsize,
+        "adler32": adler,
+        "objstore_id": str(objstore) if objstore not in (None, "") else None,
+        "num_events": _int_field(value, "numEvents", f"{where}.zipFile"),
+    }
+
+
+def parse_batch(entries: Any, version: int, max_batch: int) -> list[RangeReport]:
+    """Validate a whole batch before anything changes (versions 0 and 1)."""
+    if not isinstance(entries, list):
+        raise InvalidInput("eventRanges must be a JSON list")
+    reports: list[RangeReport] = []
+    for index, entry in enumerate(entries):
+        where = f"eventRanges[{index}]"
+        if version == 1:
+            if not isinstance(entry, dict) or not isinstance(entry.get("eventRanges"), list):
+                raise InvalidInput(f"{where} must be {{'zipFile':..., 'eventRanges':[...]}}")
+            zip_file = parse_zip_file(entry["zipFile"], where) if entry.get("zipFile") else None
+            reports += [
+                parse_report(item, f"{where}.eventRanges[{i}]", zip_file)
+                for i, item in enumerate(entry["eventRanges"])
+            ]
+        else:
+            reports.append(parse_report(entry, where))
+        if len(reports) > max_batch:
+            raise InvalidInput(f"batch too large: at most {max_batch} ranges per call")
+    seen: set[str] = set()
+    for report in reports:
+        key = str(report.range_id)
+        if key in seen:
+            raise InvalidInput(f"eventRangeID {key} appears twice in one batch")
+        seen.add(key)
+    return reports

@@ -1,0 +1,58 @@
+"""The ASGI application: PanDA paths, /api/v1, error mapping and the lease reaper."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from eventservice import __version__
+from eventservice.dispatcher import Dispatcher, DispatcherSettings
+from eventservice.errors import EventServiceError
+from eventservice.server import api, panda
+from eventservice.server.errors import api_status
+from eventservice.store import Database
+
+log = logging.getLogger(__name__)
+
+
+def create_app(dispatcher: Dispatcher, reaper: bool = True) -> FastAPI:
+    """Build the dispatcher's web application; ``reaper`` runs lease expiry in background."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        thread = dispatcher.start_reaper() if reaper else None
+        try:
+            yield
+        finally:
+            if thread is not None:
+                thread.stop()
+
+    app = FastAPI(title="Event Service dispatcher", version=__version__, lifespan=lifespan)
+    app.state.dispatcher = dispatcher
+    app.include_router(panda.build_router(dispatcher))
+    app.include_router(api.build_router(dispatcher))
+
+    @app.exception_handler(EventServiceError)
+    async def _domain_error(_request: Request, error: EventServiceError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(error), "error": type(error).__name__}, status_code=api_status(error)
+        )
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory`` with several worker processes.
+
+    Reads ``EVENTSERVICE_DB`` and ``EVENTSERVICE_LEASE_SECONDS``.
+    """
+    database = Database(os.environ.get("EVENTSERVICE_DB", "eventservice.sqlite"))
+    settings = DispatcherSettings(
+        lease_seconds=float(os.environ.get("EVENTSERVICE_LEASE_SECONDS", "300"))
+    )
+    return create_app(Dispatcher(database, settings))
