@@ -1,0 +1,184 @@
+"""What every executor shares: the job context, the result, payload processes, transfers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eventservice.errors import StorageError
+from eventservice.pilot.job import InputFile, Job, QueueConfig
+from eventservice.pilot.logs import PAYLOAD_STDERR, PAYLOAD_STDOUT
+from eventservice.pilot.reports import ReportJournal
+from eventservice.pilot.signals import PilotControl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PilotOptions:
+    """Knobs of one pilot run (CLI options)."""
+
+    cores: int | None = None
+    grace: float = 60.0
+    softkill_margin: float = 600.0
+    storage_max_failures: int = 3
+    storage_retry_delay: float = 5.0
+    node: str = ""
+
+
+@dataclass
+class JobContext:
+    """Everything an executor needs to run one job."""
+
+    client: Any
+    queue: QueueConfig
+    job: Job
+    job_dir: Path
+    journal: ReportJournal
+    router: Any
+    control: PilotControl
+    options: PilotOptions
+    cores: int = 1
+    deadline: float | None = None
+
+
+@dataclass
+class JobResult:
+    """How a job ended; turned into the final ``updateJob``."""
+
+    state: str
+    n_events: int = 0
+    error_code: int | None = None
+    error_diag: str | None = None
+    exit_code: int | None = None
+    output_files: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "finished"
+
+    def update_fields(self, cores: int) -> dict[str, Any]:
+        """Fields of the final ``updateJob``."""
+        fields: dict[str, Any] = {"nEvents": self.n_events, "coreCount": cores}
+        if self.error_code is not None:
+            fields["pilotErrorCode"] = self.error_code
+        if self.error_diag:
+            fields["pilotErrorDiag"] = self.error_diag[:500]
+        if self.exit_code:
+            fields["exeErrorCode"] = self.exit_code
+            fields["transExitCode"] = self.exit_code
+        if self.output_files:
+            fields["outputFiles"] = self.output_files
+        return fields
+
+
+def fill_template(template: str, inputs: list[str], output: str | None) -> str:
+    """Replace ``{input}``, ``{inputs}`` and ``{output}`` (docs/protocol.md), shell-quoted."""
+    command = template
+    if "{input}" in command:
+        command = command.replace("{input}", shlex.quote(inputs[0]) if inputs else "")
+    command = command.replace("{inputs}", " ".join(shlex.quote(i) for i in inputs))
+    if output is not None:
+        command = command.replace("{output}", shlex.quote(output))
+    return command
+
+
+class PayloadProcess:
+    """A payload command run by the shell in its own session, output to the job dir."""
+
+    def __init__(self, command: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.command = command
+        self._stdout = open(cwd / PAYLOAD_STDOUT, "ab")  # noqa: SIM115 - closed in wait()
+        self._stderr = open(cwd / PAYLOAD_STDERR, "ab")  # noqa: SIM115
+        log.info("starting payload: %s", command)
+        self.process = subprocess.Popen(
+            command,
+            shell=True,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=self._stdout,
+            stderr=self._stderr,
+            start_new_session=True,
+        )
+        self.killed = False
+
+    def poll(self) -> int | None:
+        """The exit code, ``None`` while running."""
+        return self.process.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit code and close the output files."""
+        code = self.process.wait(timeout)
+        self._stdout.close()
+        self._stderr.close()
+        return code
+
+    def kill(self, grace: float = 3.0) -> int:
+        """SIGTERM the payload's process group, SIGKILL after ``grace`` seconds."""
+        self.killed = True
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                return self.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.wait()
+
+
+def run_command(ctx: JobContext, command: str) -> tuple[int, bool]:
+    """Run a payload to completion, obeying kill and drain; return (exit code, killed)."""
+    process = PayloadProcess(command, ctx.job_dir)
+    while process.poll() is None:
+        if ctx.control.killed or (ctx.control.draining and ctx.control.grace_expired()):
+            log.warning("stopping the payload: %s", ctx.control.reason)
+            return process.kill(), True
+        time.sleep(0.1)
+    return process.wait(), False
+
+
+def local_url(url: str) -> str:
+    """A plain absolute path as a ``file://`` URL; URLs unchanged."""
+    return f"file://{url}" if url.startswith("/") else url
+
+
+def stage_in(ctx: JobContext, inputs: list[InputFile], dest: Path) -> list[Path]:
+    """Download and verify every input into ``dest``; raise :class:`StorageError`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for item in inputs:
+        size = item.size if item.size or item.adler32 else None
+        target = dest / Path(item.lfn).name
+        log.info("stage-in %s", item.url)
+        paths.append(
+            Path(ctx.router.download(local_url(item.url), target, size=size, adler32=item.adler32))
+        )
+    return paths
+
+
+def stage_out_final(ctx: JobContext, path: Path, lfn: str) -> dict[str, Any]:
+    """Upload a final output to the ``pw`` storage, verify it, return its record."""
+    from eventservice.pilot.stageout import verify_stored
+
+    if not path.is_file():
+        raise StorageError(f"output {path} was not produced")
+    stored = ctx.router.upload(path, f"{ctx.job.task_id}/{lfn}", activity="pw", fallback=())
+    verify_stored(stored, path)
+    log.info("output %s shipped to %s", lfn, stored.url)
+    return {
+        "lfn": lfn,
+        "path": stored.url,
+        "fsize": int(stored.size),
+        "adler32": str(stored.adler32).lower(),
+    }

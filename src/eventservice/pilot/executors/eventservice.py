@@ -1,0 +1,305 @@
+"""The event-service executor (DESIGN §6): ranges in, outputs streamed out.
+
+Threads: *channel* (serves payload workers, :mod:`..channel_server`), *stage-out*
+(:mod:`..stageout`), *heartbeat* (:mod:`..heartbeat`) and this one, the
+*communication* loop: it refills the local buffer with ``nRanges = 2 * cores``,
+reports ``running``/``failed``/``fatal`` ranges in batches, flushes the journal of
+``finished`` reports, and decides when the job ends (payload exit, drain, kill).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from typing import Any
+
+from eventservice.errors import DispatcherUnavailable, EventServiceError
+from eventservice.payload.channel import ENV_CHANNEL
+from eventservice.pilot import codes
+from eventservice.pilot.channel_server import (
+    ChannelServer,
+    RangeError,
+    RangeOutput,
+    RangeStarted,
+    WorkerLost,
+)
+from eventservice.pilot.executors.base import JobContext, JobResult, PayloadProcess
+from eventservice.pilot.heartbeat import Heartbeat
+from eventservice.pilot.stageout import StageOut
+
+log = logging.getLogger(__name__)
+
+#: Seconds between journal flushes while ranges keep finishing.
+FLUSH_INTERVAL = 0.2
+
+
+def failed_report(
+    event_range: dict[str, Any], code: int, diag: str, fatal: bool = False
+) -> dict[str, Any]:
+    """A version 0 ``failed``/``fatal`` entry."""
+    return {
+        "eventRangeID": event_range["eventRangeID"],
+        "eventStatus": "fatal" if fatal else "failed",
+        "errorCode": code,
+        "errorDiag": diag[:500],
+    }
+
+
+class EventServiceRun:
+    """One ES consumer job, from the first range to the final report."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.job = ctx.job
+        self.cores = ctx.cores
+        self.channel = ChannelServer()
+        self.stageout = StageOut(
+            ctx.job,
+            ctx.queue,
+            ctx.router,
+            ctx.journal,
+            ctx.job_dir / "stageout",
+            max_failures=ctx.options.storage_max_failures,
+            retry_delay=ctx.options.storage_retry_delay,
+            on_give_up=self._storage_gave_up,
+        )
+        self.heartbeat = Heartbeat(
+            ctx.client,
+            self.job.panda_id,
+            ctx.queue.heartbeat,
+            ctx.control,
+            progress=self._progress,
+            deadline=ctx.deadline,
+        )
+        self.no_more = False
+        self.storage_broken = False
+        self.received = 0
+        self.finished_by_payload = 0
+        self.failed = 0
+        self.released = 0
+        self._running: list[dict[str, Any]] = []
+        self._done_ids: set[str] = set()
+        self._last_flush = 0.0
+        self._journal_dirty = False
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _progress(self) -> dict[str, Any]:
+        return {"coreCount": self.cores, "nEvents": self.stageout.shipped_events}
+
+    def _storage_gave_up(self) -> None:
+        self.storage_broken = True
+
+    def _fail(
+        self, ranges: list[dict[str, Any]], code: int, diag: str, fatal: bool = False
+    ) -> None:
+        if not ranges:
+            return
+        self.ctx.journal.add_ranges([failed_report(r, code, diag, fatal) for r in ranges])
+        self._journal_dirty = True
+        self._done_ids.update(str(r["eventRangeID"]) for r in ranges)
+        if code == codes.PREEMPTED:
+            self.released += len(ranges)
+        else:
+            self.failed += len(ranges)
+        for r in ranges:
+            log.info(
+                "range %s: %s",
+                "released" if code == codes.PREEMPTED else "failed",
+                diag,
+                extra={"range": r["eventRangeID"]},
+            )
+
+    def _accepting(self) -> bool:
+        return not (self.no_more or self.ctx.control.draining or self.storage_broken)
+
+    # -- communication -------------------------------------------------------------
+
+    def _refill(self) -> None:
+        """Ask for ``2 * cores`` ranges when the buffer runs low."""
+        if not self._accepting() or self.channel.buffered >= self.cores:
+            return
+        try:
+            ranges = self.ctx.client.get_event_ranges(
+                self.job.panda_id, self.job.jobset_id, self.job.task_id, 2 * self.cores
+            )
+        except DispatcherUnavailable as exc:
+            log.warning("no ranges fetched: %s", exc)
+            return
+        except EventServiceError as exc:
+            log.error("getEventRanges refused: %s; no more events for this job", exc)
+            ranges = []
+        if not ranges:
+            log.info("dispatcher has no more events for this job")
+            self.no_more = True
+            self.channel.set_no_more()
+            return
+        for event_range in ranges:
+            pfn = self.job.input_url(str(event_range.get("LFN", "")))
+            if pfn and "PFN" not in event_range:
+                event_range["PFN"] = pfn
+        self.received += len(ranges)
+        self.channel.add_ranges(ranges)
+
+    def _handle(self, event: Any) -> None:
+        if isinstance(event, RangeStarted):
+            self._running.append(event.event_range)
+        elif isinstance(event, RangeOutput):
+            self.finished_by_payload += 1
+            self._done_ids.add(str(event.event_range["eventRangeID"]))
+            self.stageout.put(event.event_range, event.output_path)
+        elif isinstance(event, RangeError):
+            code = codes.PAYLOAD_RANGE_FATAL if event.fatal else codes.PAYLOAD_RANGE_ERROR
+            if event.kind == "ERR_PILOT_BAD_MESSAGE":
+                code = codes.BAD_MESSAGE
+            self._fail([event.event_range], code, f"{event.kind}: {event.reason}", event.fatal)
+        elif isinstance(event, WorkerLost):
+            if self.ctx.control.killed or self.ctx.control.grace_expired():
+                self._fail(list(event.event_ranges), codes.PREEMPTED, "payload stopped by pilot")
+            else:
+                self._fail(
+                    list(event.event_ranges),
+                    codes.PAYLOAD_CRASHED,
+                    "payload worker died holding the range",
+                )
+
+    def _report_running(self) -> None:
+        """Send ``running`` for ranges handed out and not yet ended (best effort)."""
+        running = [r for r in self._running if str(r["eventRangeID"]) not in self._done_ids]
+        self._running = []
+        if not running:
+            return
+        try:
+            result = self.ctx.client.update_event_ranges(
+                [{"eventRangeID": r["eventRangeID"], "eventStatus": "running"} for r in running]
+            )
+        except EventServiceError as exc:
+            log.warning("running reports not delivered: %s", exc)
+            return
+        self.ctx.control.apply_command(result.command_for(self.job.panda_id), "updateEventRanges")
+
+    def _flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and (not self._journal_dirty or now - self._last_flush < FLUSH_INTERVAL):
+            return
+        self._last_flush = now
+        self._journal_dirty = False
+        outcome = self.ctx.journal.flush(self.ctx.client)
+        command = outcome.commands.get(str(self.job.panda_id))
+        if command not in (None, "NULL"):
+            self.ctx.control.apply_command(command, "updateEventRanges")
+        if outcome.remaining:
+            self._journal_dirty = True
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> JobResult:
+        """Run the job to its end and return how it ended (reports already journaled)."""
+        self.channel.start()
+        self.stageout.start()
+        self.heartbeat.start()
+        payload: PayloadProcess | None = None
+        try:
+            self._refill()
+            env = {ENV_CHANNEL: self.channel.name, "ATHENA_PROC_NUMBER": str(self.cores)}
+            payload = PayloadProcess(self.job.transformation, self.ctx.job_dir, env)
+            code = self._loop(payload)
+        finally:
+            if payload is not None and payload.poll() is None:
+                payload.kill()
+            self.heartbeat.stop()
+        return self._conclude(code, payload.killed if payload else False)
+
+    def _loop(self, payload: PayloadProcess) -> int:
+        control = self.ctx.control
+        draining_seen = False
+        while True:
+            try:
+                self._handle(self.channel.events.get(timeout=0.05))
+                while True:
+                    self._handle(self.channel.events.get_nowait())
+            except queue.Empty:
+                pass
+            if control.killed:
+                return payload.kill()
+            if not self._accepting() and not draining_seen:
+                draining_seen = True
+                self._fail(
+                    self.channel.take_buffer(),
+                    codes.PREEMPTED,
+                    f"released unprocessed: {control.reason or 'no new ranges'}",
+                )
+                self.channel.set_no_more()
+            if draining_seen and control.draining and control.grace_expired():
+                log.warning("grace period over; stopping the payload")
+                return payload.kill()
+            self._refill()
+            self._report_running()
+            self._flush()
+            code = payload.poll()
+            if code is not None:
+                return payload.wait()
+
+    def _conclude(self, code: int, killed: bool) -> JobResult:
+        # Read what workers sent just before the payload's exit was noticed.
+        self.channel.wait_disconnected(timeout=2.0)
+        while True:
+            try:
+                self._handle(self.channel.events.get_nowait())
+            except queue.Empty:
+                break
+        self.channel.stop()
+        leftovers = self.channel.take_in_flight()
+        if killed:
+            self._fail(leftovers, codes.PREEMPTED, f"payload stopped: {self.ctx.control.reason}")
+        else:
+            self._fail(
+                leftovers,
+                codes.PAYLOAD_CRASHED,
+                f"payload exited ({code}) while processing the range",
+            )
+        self._fail(self.channel.take_buffer(), codes.PREEMPTED, "payload ended before the range")
+        self.stageout.finish()
+        self._report_running()
+        self._flush(force=True)
+        stats = {
+            "received": self.received,
+            "shipped": self.stageout.shipped_ranges,
+            "failed": self.failed + self.stageout.failed_ranges,
+            "released": self.released,
+        }
+        log.info("ES job done: payload exit %s, %s", code, stats)
+        n_events = self.stageout.shipped_events
+        if self.ctx.control.killed:
+            return JobResult(
+                "failed",
+                n_events,
+                codes.JOB_KILLED,
+                f"killed: {self.ctx.control.reason}",
+                code,
+                stats=stats,
+            )
+        if code != 0 and not killed:
+            return JobResult(
+                "failed",
+                n_events,
+                codes.JOB_PAYLOAD_FAILED,
+                f"payload exited with {code}",
+                code,
+                stats=stats,
+            )
+        if self.storage_broken:
+            return JobResult(
+                "failed",
+                n_events,
+                codes.JOB_STAGEOUT_FAILED,
+                "outputs could not be shipped",
+                stats=stats,
+            )
+        return JobResult("finished", n_events, stats=stats)
+
+
+def run_eventservice(ctx: JobContext) -> JobResult:
+    """Run an ES consumer job."""
+    return EventServiceRun(ctx).run()

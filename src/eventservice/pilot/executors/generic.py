@@ -1,0 +1,77 @@
+"""The generic executor: a normal job — stage in, run the command, stage out."""
+
+from __future__ import annotations
+
+import logging
+
+from eventservice.errors import StorageError
+from eventservice.pilot import codes
+from eventservice.pilot.executors.base import (
+    JobContext,
+    JobResult,
+    fill_template,
+    run_command,
+    stage_in,
+    stage_out_final,
+)
+from eventservice.pilot.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+
+
+def run_generic(ctx: JobContext) -> JobResult:
+    """Run a normal (non-ES) job; the heartbeat runs while it does."""
+    job = ctx.job
+    heartbeat = Heartbeat(
+        ctx.client,
+        job.panda_id,
+        ctx.queue.heartbeat,
+        ctx.control,
+        progress=lambda: {"coreCount": ctx.cores},
+        deadline=ctx.deadline,
+    )
+    heartbeat.start()
+    try:
+        return _run(ctx)
+    finally:
+        heartbeat.stop()
+
+
+def _run(ctx: JobContext) -> JobResult:
+    job = ctx.job
+    try:
+        local_inputs = stage_in(ctx, list(job.inputs), ctx.job_dir)
+    except (StorageError, OSError) as exc:
+        log.error("stage-in failed: %s", exc)
+        return JobResult("failed", error_code=codes.JOB_STAGEIN_FAILED, error_diag=str(exc))
+    output = job.out_files[0] if job.out_files else None
+    command = fill_template(
+        job.transformation,
+        [str(p) for p in local_inputs],
+        str(ctx.job_dir / output) if output else None,
+    )
+    code, killed = run_command(ctx, command)
+    if killed:
+        return JobResult(
+            "failed",
+            error_code=codes.JOB_KILLED,
+            error_diag=f"payload stopped: {ctx.control.reason}",
+            exit_code=code,
+        )
+    if code != 0:
+        return JobResult(
+            "failed",
+            error_code=codes.JOB_PAYLOAD_FAILED,
+            error_diag=f"payload exited with {code}",
+            exit_code=code,
+        )
+    try:
+        outputs = [stage_out_final(ctx, ctx.job_dir / lfn, lfn) for lfn in job.out_files]
+    except (StorageError, OSError) as exc:
+        log.error("stage-out failed: %s", exc)
+        return JobResult("failed", error_code=codes.JOB_STAGEOUT_FAILED, error_diag=str(exc))
+    n_events = 0
+    first, last = job.raw.get("firstEvent"), job.raw.get("lastEvent")
+    if first not in (None, "") and last not in (None, ""):
+        n_events = int(last) - int(first) + 1
+    return JobResult("finished", n_events=n_events, output_files=outputs)
