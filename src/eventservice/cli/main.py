@@ -15,8 +15,10 @@ app = typer.Typer(
 def _register() -> None:
     # Each module adds its own commands; imported here so `eventservice --help` lists all.
     from eventservice.cli import dispatcher_commands
+    from eventservice.cli import pilot_commands
 
     dispatcher_commands.register(app)
+    pilot_commands.register(app)
 
 
 def main() -> None:
