@@ -165,6 +165,8 @@ class RangeReport:
     fsize: int | None = None
     adler32: str | None = None
     objstore_id: str | None = None
+    cpu: float | None = None
+    wall: float | None = None
     zip_file: dict[str, Any] | None = None
 
 
@@ -219,8 +221,24 @@ def parse_report(item: Any, where: str, zip_file: dict[str, Any] | None = None) 
         fsize=_int_field(item, "fsize", where),
         adler32=_adler(item, "adler32", where),
         objstore_id=str(objstore) if objstore not in (None, "") else None,
+        cpu=_seconds(item, "cpuConsumptionTime", where),
+        wall=_seconds(item, "wallTime", where),
         zip_file=zip_file,
     )
+
+
+def _seconds(item: dict[str, Any], key: str, where: str) -> float | None:
+    """An optional non-negative duration (our extension: payload CPU/wall per range)."""
+    value = item.get(key)
+    if value in (None, ""):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{where}: {key} must be a number of seconds") from None
+    if isinstance(value, bool) or not 0 <= seconds < 1e9:
+        raise InvalidInput(f"{where}: {key} must be a non-negative number of seconds")
+    return seconds
 
 
 def parse_zip_file(value: Any, where: str) -> dict[str, Any]:

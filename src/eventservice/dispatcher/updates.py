@@ -130,6 +130,8 @@ def _new_values(
             "output_fsize": report.fsize,
             "output_adler32": report.adler32,
             "objstore_id": report.objstore_id or (report.zip_file or {}).get("objstore_id"),
+            "cpu_seconds": report.cpu,
+            "wall_seconds": report.wall,
         }
     if target == RangeState.FAILED:
         preempted = report.error_code == PREEMPTED_ERROR_CODE

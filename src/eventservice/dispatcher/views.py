@@ -61,6 +61,15 @@ def task_summary(conn: Connection, task_id: int) -> dict[str, Any]:
             select(jobsets).where(jobsets.c.task_id == task_id).order_by(jobsets.c.jobset_id)
         )
     ]
+    cpu_in_output = conn.execute(
+        select(func.sum(event_ranges.c.cpu_seconds)).where(
+            event_ranges.c.task_id == task_id,
+            event_ranges.c.state.in_(["finished", "done", "merged"]),
+        )
+    ).scalar()
+    attempts = conn.execute(
+        select(func.sum(event_ranges.c.attempt_nr)).where(event_ranges.c.task_id == task_id)
+    ).scalar()
     redispatched = conn.execute(
         select(func.count()).where(event_ranges.c.task_id == task_id, event_ranges.c.attempt_nr > 1)
     ).scalar_one()
@@ -74,6 +83,8 @@ def task_summary(conn: Connection, task_id: int) -> dict[str, Any]:
         "ranges": range_counts,
         "events": {k: int(v or 0) for k, v in events_by_state.items()},
         "rangesRedispatched": redispatched,
+        "attempts": int(attempts or 0),
+        "cpuSecondsInOutput": float(cpu_in_output or 0.0),
         "jobs": _counts(conn, jobs.c.state, jobs.c.task_id == task_id),
         "jobsets": _counts(conn, jobsets.c.state, jobsets.c.task_id == task_id),
         "outputs": outputs,

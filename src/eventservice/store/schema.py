@@ -148,6 +148,8 @@ event_ranges = Table(
     Column("zip_id", ID),
     Column("error_code", Integer),
     Column("error_diag", Text),
+    Column("cpu_seconds", Float),  # payload CPU of the attempt that produced the output
+    Column("wall_seconds", Float),
     Column("modified_at", Float, nullable=False),
     UniqueConstraint("task_id", "file_id", "start_event", name="uq_event_ranges_position"),
     Index("ix_event_ranges_jobset_state", "jobset_id", "state"),
