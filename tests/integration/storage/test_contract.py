@@ -1,0 +1,213 @@
+"""The storage contract: every backend (file://, s3:// on moto, root:// on xrootd) passes it."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+
+from eventservice.storage import (
+    ChecksumMismatch,
+    ObjectMissing,
+    StorageRouter,
+    StoredObject,
+    adler32_file,
+    bundle_name,
+    extract_bundle,
+    make_bundle,
+    object_name,
+    open_input,
+)
+from eventservice.storage import checksum as checksum_module
+
+from .conftest import Backend
+
+
+def write(path: Path, size: int, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes((i * 7 + seed) % 251 for i in range(size)))
+    return path
+
+
+def router_for(backend: Backend, **kwargs: object) -> StorageRouter:
+    return StorageRouter(
+        {"es_events": [backend.base]}, backoff=0, options=backend.options, **kwargs
+    )  # type: ignore[arg-type]
+
+
+def test_upload_stores_the_bytes_under_the_deterministic_name(backend: Backend, tmp_path):
+    source = write(tmp_path / "out.root", 300_000)
+    name = object_name(7, 3, "7-100-1-20-1", "out.root")
+
+    stored = router_for(backend).upload(source, name)
+
+    assert stored == StoredObject(
+        url=f"{backend.base}/7/3/7-100-1-20-1.out.root",
+        size=300_000,
+        adler32=adler32_file(source),
+        endpoint=backend.base,
+    )
+    assert backend.read(stored.url) == source.read_bytes()
+    assert backend.names() == ["7/3/7-100-1-20-1.out.root"]  # no temporary left behind
+
+
+def test_large_upload_is_verified_and_leaves_no_temporary(backend: Backend, tmp_path):
+    source = write(tmp_path / "big.root", 12 * 1024 * 1024 + 123)
+
+    stored = router_for(backend).upload(source, "1/1/big.root")
+
+    assert stored.size == source.stat().st_size
+    assert stored.adler32 == format(zlib.adler32(source.read_bytes()), "08x")
+    assert backend.read(stored.url) == source.read_bytes()
+    assert backend.names() == ["1/1/big.root"]
+    assert backend.pending_uploads() == 0
+
+
+def test_empty_file_round_trips(backend: Backend, tmp_path):
+    source = write(tmp_path / "empty", 0)
+    router = router_for(backend)
+
+    stored = router.upload(source, "1/1/empty")
+    back = router.download(stored.url, tmp_path / "back", size=0, adler32="00000001")
+
+    assert (stored.size, stored.adler32) == (0, "00000001")
+    assert back.read_bytes() == b""
+
+
+def test_a_retried_upload_overwrites_its_own_object(backend: Backend, tmp_path):
+    router = router_for(backend)
+    router.upload(write(tmp_path / "a", 1000, seed=1), "1/1/x.out")
+
+    stored = router.upload(write(tmp_path / "b", 500, seed=2), "1/1/x.out")
+
+    assert backend.read(stored.url) == (tmp_path / "b").read_bytes()
+    assert backend.names() == ["1/1/x.out"]
+
+
+def test_a_failure_mid_stream_leaves_nothing_under_the_final_name(
+    backend: Backend, tmp_path, monkeypatch
+):
+    source = write(tmp_path / "big", 11 * 1024 * 1024)
+    calls = {"n": 0}
+    original = checksum_module.Adler32.update
+
+    def failing_update(self, data):  # the local disk dies after the first chunk
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(5, "Input/output error")
+        original(self, data)
+
+    monkeypatch.setattr(checksum_module.Adler32, "update", failing_update)
+    router = router_for(backend, retries=0)
+
+    with pytest.raises(Exception, match="Input/output error"):
+        router.upload(source, "1/1/big")
+
+    assert backend.names() == []
+    assert backend.pending_uploads() == 0
+
+
+def test_download_verifies_size_and_adler32(backend: Backend, tmp_path):
+    source = write(tmp_path / "out", 70_000)
+    router = router_for(backend)
+    stored = router.upload(source, "2/2/out")
+
+    into_dir = tmp_path / "workdir"
+    into_dir.mkdir()
+    path = router.download(stored.url, into_dir, size=stored.size, adler32=stored.adler32)
+
+    assert path == into_dir / "out"
+    assert path.read_bytes() == source.read_bytes()
+
+
+def test_download_with_a_wrong_checksum_is_refused_and_leaves_no_file(backend: Backend, tmp_path):
+    router = router_for(backend, retries=1)
+    stored = router.upload(write(tmp_path / "out", 5000), "2/2/out")
+    dest = tmp_path / "dl" / "out"
+
+    with pytest.raises(ChecksumMismatch, match="adler32"):
+        router.download(stored.url, dest, size=stored.size, adler32="ad:00000002")
+    with pytest.raises(ChecksumMismatch, match="expected 4999"):
+        router.download(stored.url, dest, size=4999)
+
+    assert not dest.parent.exists() or list(dest.parent.iterdir()) == []
+
+
+def test_an_object_corrupted_after_transfer_is_caught_on_download(backend: Backend, tmp_path):
+    router = router_for(backend)
+    stored = router.upload(write(tmp_path / "out", 5000), "3/3/out")
+    data = bytearray(backend.read(stored.url))
+    data[100] ^= 0xFF
+    backend.write(stored.url, bytes(data))
+
+    dest = tmp_path / "merge" / "out"
+    with pytest.raises(ChecksumMismatch, match=f"expected {stored.adler32}"):
+        router.download(stored.url, dest, size=stored.size, adler32=stored.adler32)
+
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_an_object_gone_before_the_merge_is_a_precise_error(backend: Backend, tmp_path):
+    router = router_for(backend)
+    stored = router.upload(write(tmp_path / "out", 5000), "4/4/out")
+    backend.delete(stored.url)
+
+    merge_dir = tmp_path / "merge"
+    with pytest.raises(ObjectMissing, match="not found") as caught:
+        router.download(stored.url, merge_dir / "out", size=stored.size, adler32=stored.adler32)
+
+    assert stored.url in str(caught.value)
+    assert list(merge_dir.iterdir()) == []
+
+
+def test_upload_many_runs_a_pool_and_keeps_the_order(backend: Backend, tmp_path):
+    items = [(write(tmp_path / f"f{i}", 1000 + i, seed=i), f"5/5/r{i}.out") for i in range(12)]
+
+    results = router_for(backend).upload_many(items, workers=4)
+
+    assert [r.url for r in results] == [f"{backend.base}/5/5/r{i}.out" for i in range(12)]
+    assert all(
+        backend.read(r.url) == p.read_bytes() for r, (p, _) in zip(results, items, strict=True)
+    )
+
+
+def test_a_bundle_round_trips_through_the_store(backend: Backend, tmp_path):
+    outputs = [write(tmp_path / "out" / f"6-1-0-{i}-1.out", 2000 + i, seed=i) for i in range(5)]
+    tar = make_bundle(outputs, tmp_path / "bundle.tar")
+    router = router_for(backend)
+    stored = router.upload(tar, bundle_name(6, 1, 99, 0))
+
+    local = router.download(
+        stored.url, tmp_path / "got.tar", size=stored.size, adler32=stored.adler32
+    )
+    members = extract_bundle(local, tmp_path / "extracted")
+
+    assert stored.url.endswith("/6/1/99.0.tar")
+    assert [m.name for m in members] == [p.name for p in outputs]
+    assert [m.read_bytes() for m in members] == [p.read_bytes() for p in outputs]
+
+
+def test_open_input_reads_only_the_ranges_it_needs(backend: Backend, tmp_path, storage_config):
+    size = 8 * 1024 * 1024
+    source = write(tmp_path / "input.root", size)
+    stored = router_for(backend).upload(source, "input/input.root")
+
+    with open_input(stored.url) as handle:
+        handle.seek(5 * 1024 * 1024)
+        piece = handle.read(1000)
+        fetched = getattr(getattr(handle, "cache", None), "total_requested_bytes", None)
+
+    assert piece == source.read_bytes()[5 * 1024 * 1024 : 5 * 1024 * 1024 + 1000]
+    if backend.kind != "file":
+        assert fetched is not None and 0 < fetched <= 2 * 1024 * 1024
+
+
+def test_stored_objects_are_what_the_store_lists(backend: Backend, tmp_path):
+    router = router_for(backend)
+    for i in range(3):
+        router.upload(write(tmp_path / f"x{i}", 100), f"9/{i}/x")
+
+    assert backend.names() == ["9/0/x", "9/1/x", "9/2/x"]
+    assert os.path.basename(router.upload(tmp_path / "x0", "9/0/x").url) == "x"
