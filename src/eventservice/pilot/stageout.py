@@ -36,10 +36,21 @@ class Output:
 
     event_range: dict[str, Any]
     path: Path
+    cpu: float | None = None
+    wall: float | None = None
 
     @property
     def range_id(self) -> str:
         return str(self.event_range["eventRangeID"])
+
+    def finished_entry(self) -> dict[str, Any]:
+        """The range's ``finished`` entry, with the payload's CPU and wall time."""
+        entry: dict[str, Any] = {"eventRangeID": self.range_id, "eventStatus": "finished"}
+        if self.cpu is not None:
+            entry["cpuConsumptionTime"] = round(max(0.0, self.cpu), 6)
+        if self.wall is not None:
+            entry["wallTime"] = round(max(0.0, self.wall), 6)
+        return entry
 
 
 @dataclass
@@ -110,9 +121,15 @@ class StageOut:
         """Start the background thread."""
         self._thread.start()
 
-    def put(self, event_range: dict[str, Any], path: str | Path) -> None:
-        """Hand over one finished range's output."""
-        self._incoming.put(Output(event_range, Path(path)))
+    def put(
+        self,
+        event_range: dict[str, Any],
+        path: str | Path,
+        cpu: float | None = None,
+        wall: float | None = None,
+    ) -> None:
+        """Hand over one finished range's output (with the payload's CPU/wall seconds)."""
+        self._incoming.put(Output(event_range, Path(path), cpu, wall))
 
     @property
     def backlog(self) -> int:
@@ -224,8 +241,7 @@ class StageOut:
         self.journal.add_ranges(
             [
                 {
-                    "eventRangeID": output.range_id,
-                    "eventStatus": "finished",
+                    **output.finished_entry(),
                     "objstoreID": objstore_id,
                     "path": stored.url,
                     "fsize": int(stored.size),
@@ -267,10 +283,7 @@ class StageOut:
                         "numEvents": sum(range_events(o.event_range) for o in batch.outputs),
                         "pathConvention": 1000,
                     },
-                    "eventRanges": [
-                        {"eventRangeID": o.range_id, "eventStatus": "finished"}
-                        for o in batch.outputs
-                    ],
+                    "eventRanges": [o.finished_entry() for o in batch.outputs],
                 }
             ],
             version=1,

@@ -147,8 +147,15 @@ class EventServiceRun:
             self._running.append(event.event_range)
         elif isinstance(event, RangeOutput):
             self.finished_by_payload += 1
+            log.debug(
+                "done: %s (cpu %.3f s, wall %.3f s)",
+                event.output_path,
+                event.cpu,
+                event.wall,
+                extra={"range": event.event_range["eventRangeID"]},
+            )
             self._done_ids.add(str(event.event_range["eventRangeID"]))
-            self.stageout.put(event.event_range, event.output_path)
+            self.stageout.put(event.event_range, event.output_path, event.cpu, event.wall)
         elif isinstance(event, RangeError):
             code = codes.PAYLOAD_RANGE_FATAL if event.fatal else codes.PAYLOAD_RANGE_ERROR
             if event.kind == "ERR_PILOT_BAD_MESSAGE":

@@ -31,6 +31,12 @@ def range_id_of(path: Path) -> str:
     return path.name.split(".", 1)[0]
 
 
+def _natural(path: str) -> tuple[int | str, ...]:
+    """Sort key putting ``1-2-3-10-1.x`` after ``1-2-3-9-1.x``."""
+    head = Path(path).name.split(".", 1)[0]
+    return tuple(int(p) if p.isdigit() else p for p in head.split("-"))
+
+
 def collect_inputs(ctx: JobContext, staged: list[Path], dest: Path) -> dict[str, list[Path]]:
     """Unpack bundles; map each staged input LFN to the accepted per-range files it holds."""
     from eventservice.storage import extract_bundle
@@ -86,7 +92,9 @@ def _run(ctx: JobContext) -> JobResult:
     outputs = []
     for lfn in job.out_files:
         names = job.write_to_file.get(lfn) or list(per_input)
-        files = sorted(str(p) for name in names for p in per_input.get(Path(name).name, []))
+        files = sorted(
+            (str(p) for name in names for p in per_input.get(Path(name).name, [])), key=_natural
+        )
         command = fill_template(job.transformation, files, str(ctx.job_dir / lfn))
         code, killed = run_command(ctx, command)
         if killed or code != 0:

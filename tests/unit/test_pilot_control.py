@@ -1,0 +1,110 @@
+"""Drain/kill control, signals, heartbeat commands and deadlines, and layering."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import time
+from pathlib import Path
+
+import eventservice
+from eventservice.errors import DispatcherUnavailable
+from eventservice.pilot.heartbeat import Heartbeat
+from eventservice.pilot.signals import PilotControl, install_signal_handlers
+
+PACKAGE = Path(eventservice.__file__).parent
+
+
+def test_pilot_and_client_never_import_the_dispatcher_side():
+    forbidden = ("eventservice.store", "eventservice.dispatcher", "eventservice.server")
+    offenders = []
+    for folder in ("pilot", "client"):
+        for path in (PACKAGE / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                offenders += [f"{path.name}: {n}" for n in names if n.startswith(forbidden)]
+    assert offenders == []
+    assert list((PACKAGE / "pilot").rglob("*.py"))  # the check looked at something
+
+
+def test_job_commands_are_forgotten_between_jobs_but_signals_are_not():
+    control = PilotControl(grace=30)
+    control.apply_command("softkill")
+    assert control.draining and not control.killed and not control.stop_pilot
+    control.reset_for_next_job()
+    assert not control.draining
+    control.apply_command("tobekilled")
+    assert control.killed
+    control.reset_for_next_job()
+    assert not control.killed
+    control.request_drain("lifetime", pilot_wide=True)
+    control.reset_for_next_job()
+    assert control.draining and control.stop_pilot
+
+
+def test_grace_period():
+    control = PilotControl(grace=0.05)
+    assert not control.grace_expired()
+    control.request_drain("x")
+    assert not control.grace_expired()
+    time.sleep(0.1)
+    assert control.grace_expired()
+
+
+def test_signals_drain_then_kill():
+    control = PilotControl(grace=10)
+    restore = install_signal_handlers(control)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+        assert control.draining and not control.killed and control.stop_pilot
+        assert "SIGUSR1" in (control.reason or "")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert control.killed
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+class FakeClient:
+    def __init__(self, commands):
+        self.commands = list(commands)
+        self.beats = []
+
+    def update_job(self, panda_id, state, **fields):
+        self.beats.append((panda_id, state, fields))
+        command = self.commands.pop(0) if self.commands else None
+        if command == "down":
+            raise DispatcherUnavailable("down")
+        return command
+
+
+def test_heartbeat_beats_and_obeys():
+    client = FakeClient(["down", None, "softkill"])
+    control = PilotControl()
+    heartbeat = Heartbeat(client, 4, 0.05, control, progress=lambda: {"nEvents": 2})
+    heartbeat.start()
+    deadline = time.monotonic() + 5
+    while not control.draining and time.monotonic() < deadline:
+        time.sleep(0.02)
+    heartbeat.stop()
+    assert control.draining and "softkill" in control.reason
+    assert client.beats[0] == (4, "running", {"nEvents": 2})
+    count = len(client.beats)
+    time.sleep(0.15)
+    assert len(client.beats) == count  # stopped means stopped
+
+
+def test_heartbeat_soft_kills_at_the_deadline():
+    control = PilotControl()
+    heartbeat = Heartbeat(FakeClient([]), 4, 60, control, deadline=time.monotonic() + 0.1)
+    heartbeat.start()
+    time.sleep(1.3)
+    heartbeat.stop()
+    assert control.draining and control.stop_pilot
