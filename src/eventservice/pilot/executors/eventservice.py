@@ -230,7 +230,9 @@ class EventServiceRun:
                 pass
             if control.killed:
                 return payload.kill()
-            if not self._accepting() and not draining_seen:
+            # Running out of events is no reason to drop buffered ranges: only a drain
+            # (softkill, signal, maxtime) or broken storage hands them back unprocessed.
+            if (control.draining or self.storage_broken) and not draining_seen:
                 draining_seen = True
                 self._fail(
                     self.channel.take_buffer(),
