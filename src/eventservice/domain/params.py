@@ -128,6 +128,9 @@ class QueueParams:
 
 def _convert(name: str, kind: Any, value: Any) -> Any:
     text = str(kind)
+    if value is None and text != "int | None":
+        # Only optional parameters may be null; a None would fail later with a TypeError.
+        raise InvalidInput(f"{name}: must not be null")
     try:
         if text in ("int", "int | None") and value is not None:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):

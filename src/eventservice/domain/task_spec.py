@@ -106,9 +106,9 @@ class TaskSpec:
         unknown = set(data) - _SPEC_KEYS - param_names
         if unknown:
             raise InvalidInput(f"unknown task field(s): {', '.join(sorted(unknown))}")
-        params = dict(data.get("params") or {})
         if not isinstance(data.get("params", {}), dict):
             raise InvalidInput("params must be an object")
+        params = dict(data.get("params") or {})
         params.update({k: v for k, v in data.items() if k in param_names})
         inputs = data.get("inputs")
         if not isinstance(inputs, list) or not inputs:
