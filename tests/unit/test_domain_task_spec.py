@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,7 +30,7 @@ def test_split_covers_span_once_in_order(first: int, length: int, size: int) -> 
     chunks = split(first, last, size)
     assert chunks[0][0] == first
     assert chunks[-1][1] == last
-    for (a, b), (c, _d) in zip(chunks, chunks[1:]):
+    for (a, b), (c, _d) in itertools.pairwise(chunks):
         assert c == b + 1
         assert b - a + 1 == size  # only the last chunk may be short
     assert all(1 <= b - a + 1 <= size for a, b in chunks)
@@ -52,7 +54,7 @@ def test_es_fraction_half_alternates() -> None:
     share = _es_share(0.5, 10)
     assert sum(share) == 5
     # evenly spread: never two of the same kind in a row
-    assert all(a != b for a, b in zip(share, share[1:]))
+    assert all(a != b for a, b in itertools.pairwise(share))
 
 
 @given(
