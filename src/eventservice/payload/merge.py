@@ -68,10 +68,11 @@ def _sources(
     except tarfile.TarError:
         raise MergeError(f"{path} is neither a ROOT file nor a tar") from None
     with bundle:
-        for member in bundle:
-            if not member.isfile() or (
-                range_ids is not None and _range_id(member.name) not in range_ids
-            ):
+        members = [m for m in bundle if m.isfile()]
+        if not members:
+            raise MergeError(f"{path} is neither a ROOT file nor a tar of files")
+        for member in members:
+            if range_ids is not None and _range_id(member.name) not in range_ids:
                 continue
             label = f"{path}[{member.name}]"
             handle = bundle.extractfile(member)
