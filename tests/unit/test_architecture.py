@@ -19,6 +19,7 @@ FORBIDDEN = {
     "client": {"store", "dispatcher", "server", "cli", "pilot", "storage", "payload"},
     "storage": {"store", "dispatcher", "server", "cli", "pilot", "client", "payload"},
     "payload": {"store", "dispatcher", "server", "cli", "pilot", "client"},
+    "demo": {"store", "dispatcher", "server", "pilot", "client"},
 }
 
 

@@ -14,13 +14,17 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module adds its own commands; imported here so `eventservice --help` lists all.
-    from eventservice.cli import dispatcher_commands
-    from eventservice.cli import payload_commands
-    from eventservice.cli import pilot_commands
+    from eventservice.cli import (
+        demo_commands,
+        dispatcher_commands,
+        payload_commands,
+        pilot_commands,
+    )
 
     dispatcher_commands.register(app)
     payload_commands.register(app)
     pilot_commands.register(app)
+    demo_commands.register(app)
 
 
 def main() -> None:

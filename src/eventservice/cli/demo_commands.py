@@ -1,0 +1,68 @@
+"""``eventservice demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def demo(
+    events: int = typer.Option(2000, "--events", min=1, help="Events in the generated input."),
+    pilots: int = typer.Option(4, "--pilots", min=1, help="Pilots alive at a time."),
+    cores: int = typer.Option(2, "--cores", min=1, help="Payload workers per pilot."),
+    preempt_every: float | None = typer.Option(
+        None, "--preempt-every", min=0.1, help="SIGKILL a random pilot at this mean interval (s)."
+    ),
+    db: str | None = typer.Option(None, "--db", help="Dispatcher database (default: SQLite)."),
+    storage: str | None = typer.Option(None, "--storage", help="Object store URL for outputs."),
+    keep: Path | None = typer.Option(None, "--keep", help="Work in DIR and keep it."),
+    cpu_per_event: float = typer.Option(0.002, "--cpu-per-event", min=0.0),
+    events_per_range: int = typer.Option(5, "--events-per-range", min=1),
+    no_live: bool = typer.Option(False, "--no-live", help="No live view (for logs and CI)."),
+) -> None:
+    """Run dispatcher, pilots, payload, storage and merge on this machine, then verify."""
+    from eventservice.demo import DemoConfig, run_demo
+
+    config = DemoConfig(
+        events=events,
+        pilots=pilots,
+        cores=cores,
+        preempt_every=preempt_every,
+        db=db,
+        storage=storage,
+        keep=keep.resolve() if keep else None,
+        cpu_per_event=cpu_per_event,
+        events_per_range=events_per_range,
+        live=not no_live,
+    )
+    result = run_demo(config)
+    task = result.task
+    if task:
+        useful = task.get("cpuSecondsInOutput", 0.0)
+        console.print(
+            f"[bold]events[/bold] {task['nEvents']}  [bold]ranges[/bold] "
+            f"{sum(task['ranges'].values())}  [bold]attempts[/bold] {task.get('attempts')}  "
+            f"[bold]re-dispatched[/bold] {task.get('rangesRedispatched')}  "
+            f"[bold]pilots[/bold] {result.pilots_started} started, {result.pilots_killed} killed"
+        )
+        share = f" ({useful / result.cpu_spent:.0%})" if result.cpu_spent else ""
+        console.print(
+            f"[bold]CPU spent[/bold] {result.cpu_spent:.1f} s (pilots and payloads)  "
+            f"[bold]CPU in output[/bold] {useful:.1f} s{share}  "
+            f"[bold]wall[/bold] {result.wall_seconds:.1f} s"
+        )
+    if result.verify_summary:
+        console.print(f"[bold]verification[/bold]: {result.verify_summary}")
+    if result.workdir is not None:
+        console.print(f"work directory kept: {result.workdir}")
+    if result.error:
+        console.print(f"[red]error:[/red] {result.error}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
