@@ -40,16 +40,21 @@ def eligible_kinds(queue: QueueParams) -> list[int]:
 def claim_job(conn: Connection, queue_name: str, node: str, now: float) -> dict[str, Any] | None:
     """Hand the best activated job this queue may run to a pilot, in one statement."""
     queue = load_queue(conn, queue_name)
-    candidate = (
+    # Pick the candidate in its own statement: inside ``UPDATE ... WHERE id IN (SELECT ...
+    # LIMIT 1 FOR UPDATE SKIP LOCKED)`` PostgreSQL may plan a semi-join that re-runs the
+    # subquery per outer row, so one getJob could claim (and lose) several jobs.
+    candidate = conn.execute(
         select(jobs.c.panda_id)
         .where(jobs.c.state == JobState.ACTIVATED.value, jobs.c.kind.in_(eligible_kinds(queue)))
         .order_by(jobs.c.priority.desc(), jobs.c.panda_id)
         .limit(1)
         .with_for_update(skip_locked=True)
-    )
+    ).scalar()
+    if candidate is None:
+        return None
     job = conn.execute(
         update(jobs)
-        .where(jobs.c.panda_id.in_(candidate), jobs.c.state == JobState.ACTIVATED.value)
+        .where(jobs.c.panda_id == candidate, jobs.c.state == JobState.ACTIVATED.value)
         .values(
             state=JobState.SENT.value,
             queue=queue_name,

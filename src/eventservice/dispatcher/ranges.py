@@ -77,15 +77,22 @@ def get_event_ranges(
     if not _may_consume(job):
         return []
     conn.execute(update(jobs).where(jobs.c.panda_id == panda_id).values(heartbeat_at=now))
+    # Select (and lock) the candidates in their own statement: as a subquery of the
+    # UPDATE, PostgreSQL may re-run the LIMIT/SKIP LOCKED scan per outer row and hand
+    # out far more than ``n_ranges`` ranges.
     candidates = (
-        select(event_ranges.c.range_id)
-        .where(
-            event_ranges.c.jobset_id == job.jobset_id,
-            event_ranges.c.state == RangeState.READY.value,
+        conn.execute(
+            select(event_ranges.c.range_id)
+            .where(
+                event_ranges.c.jobset_id == job.jobset_id,
+                event_ranges.c.state == RangeState.READY.value,
+            )
+            .order_by(event_ranges.c.range_id)
+            .limit(n_ranges)
+            .with_for_update(skip_locked=True)
         )
-        .order_by(event_ranges.c.range_id)
-        .limit(n_ranges)
-        .with_for_update(skip_locked=True)
+        .scalars()
+        .all()
     )
     rows = conn.execute(
         update(event_ranges)
