@@ -88,7 +88,7 @@ class Pilot:
 
     def _stop_reason(self, done: int, deadline: float | None) -> str | None:
         if self.control.stop_pilot:
-            return f"stopped: {self.control.reason}"
+            return str(self.control.reason)
         if self.max_jobs is not None and done >= self.max_jobs:
             return f"ran {done} job(s) (--jobs)"
         if deadline is not None and time.monotonic() >= deadline:

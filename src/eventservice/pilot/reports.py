@@ -69,6 +69,7 @@ class ReportJournal:
         self._flush_lock = threading.Lock()
         existing = [int(p.stem) for p in self.directory.glob("*.json") if p.stem.isdigit()]
         self._next = max(existing, default=0) + 1
+        self._unsent = bool(existing)
 
     def _write(self, entry: dict[str, Any]) -> Path:
         with self._lock:
@@ -78,7 +79,13 @@ class ReportJournal:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(entry))
         os.replace(tmp, path)
+        self._unsent = True
         return path
+
+    @property
+    def unsent(self) -> bool:
+        """Whether reports were added (or left over) since the last complete flush."""
+        return self._unsent
 
     def add_ranges(self, items: list[dict[str, Any]], version: int = 0) -> Path | None:
         """Journal an ``updateEventRanges`` report (version 0 items or version 1 zips)."""
@@ -112,6 +119,7 @@ class ReportJournal:
         """Send every pending report in order; stop at the first unreachable dispatcher."""
         outcome = FlushOutcome()
         with self._flush_lock:
+            self._unsent = False
             entries = self.pending()
             index = 0
             while index < len(entries):
@@ -157,6 +165,8 @@ class ReportJournal:
                     path.rename(path.with_suffix(".refused"))
                     index += 1
             outcome.remaining = len(entries) - index
+            if outcome.unavailable:
+                self._unsent = True
         return outcome
 
     def _send_ranges(

@@ -113,7 +113,7 @@ class DispatcherProcess:
         return self.api("GET", "/jobs", params={"task_id": task_id})
 
     def history(self, entity: str = "range") -> list[dict[str, Any]]:
-        return self.api("GET", "/history", params={"entity": entity, "limit": 100000})
+        return self.api("GET", "/history", params={"entity": entity, "limit": 10000})
 
     def wait_for(self, what: Callable[[], Any], timeout: float = 60, message: str = "") -> Any:
         deadline = time.monotonic() + timeout
@@ -166,7 +166,9 @@ def input_file(tmp_path: Path) -> Path:
 class PilotProcess:
     """``eventservice pilot`` in a subprocess."""
 
-    def __init__(self, server: str, queue: str, workdir: Path, *args: str) -> None:
+    def __init__(
+        self, server: str, queue: str, workdir: Path, *args: str, env: dict | None = None
+    ) -> None:
         self.workdir = workdir
         self.log = workdir.with_suffix(".log")
         workdir.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +189,7 @@ class PilotProcess:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
 
     def wait(self, timeout: float = 90) -> int:
@@ -205,10 +208,15 @@ class PilotProcess:
 
 
 def run_pilot(
-    dispatcher: DispatcherProcess, queue: str, workdir: Path, *args: str, timeout: float = 90
+    dispatcher: DispatcherProcess,
+    queue: str,
+    workdir: Path,
+    *args: str,
+    timeout: float = 90,
+    env: dict | None = None,
 ) -> tuple[int, str]:
     """Run a pilot to its end; return its exit code and output."""
-    pilot = PilotProcess(dispatcher.url, queue, workdir, *args)
+    pilot = PilotProcess(dispatcher.url, queue, workdir, *args, env=env)
     code = pilot.wait(timeout)
     return code, pilot.output()
 

@@ -63,3 +63,102 @@ def test_es_job_streams_ranges_and_merge_job_completes_the_task(
     assert " job=" in text and " range=" in text
     # Nothing is left pending.
     assert not list((tmp_path / "pilot" / "pending-reports").glob("*.json"))
+
+
+def test_payload_error_messages_fail_only_their_ranges(dispatcher, stores, input_file, tmp_path):
+    dispatcher.add_queue("Q", corecount=2, zip_time_gap=0, heartbeat=2, storages=storages(stores))
+    task_id = es_task(
+        dispatcher, input_file, n_events=12, per_worker=1, mode="errors", esMaxAttempt=2
+    )
+    code, output = run_pilot(dispatcher, "Q", tmp_path / "pilot", "--cores", "2")
+    assert code == 0, output
+    by_start = {}
+    for r in dispatcher.ranges(task_id):
+        by_start[r["startEvent"]] = r
+    assert len(by_start) == 12
+    for start, r in by_start.items():
+        kind = start % 4
+        if kind == 3:
+            assert r["state"] in ("finished", "done", "merged"), r
+        elif kind == 2:
+            assert r["state"] == "fatal" and r["errorCode"] == 1228, r
+        else:
+            # retryable: tried esMaxAttempt times, then left failed with the pilot's code
+            assert r["state"] == "failed" and r["attemptNr"] == 2, r
+            assert r["errorCode"] == (1220 if kind == 0 else 1221), r
+    assert "names no held range" in output or "naming no held range" in output
+    jobs = dispatcher.jobs(task_id)
+    assert jobs and all(j["state"] == "finished" for j in jobs if j["eventService"] == 1)
+
+
+def test_payload_crash_fails_in_flight_ranges_and_the_job(dispatcher, stores, input_file, tmp_path):
+    dispatcher.add_queue("Q", corecount=2, zip_time_gap=0, heartbeat=2, storages=storages(stores))
+    task_id = es_task(dispatcher, input_file, n_events=20, per_worker=1, mode="crash")
+    code, output = run_pilot(dispatcher, "Q", tmp_path / "pilot", "--cores", "2", "--jobs", "1")
+    assert code == 0, output
+    job = dispatcher.jobs(task_id)[0]  # the one this pilot ran; a new consumer may follow
+    assert job["state"] == "failed" and job["errorCode"] == 3, job
+    ranges = dispatcher.ranges(task_id)
+    assert not [r for r in ranges if r["state"] in ("sent", "running")]
+    crashed = [
+        h
+        for h in dispatcher.history()
+        if "1222" in str(h) or "crash" in str(h).lower() or "died" in str(h)
+    ]
+    finished = [r for r in ranges if r["state"] == "finished"]
+    assert len(finished) >= 2  # shipped before the crash, and kept
+    retried = [r for r in ranges if r["attemptNr"] > 1]
+    assert retried, ranges  # the range the crashed worker held came back for another try
+    assert crashed or any(r["errorCode"] == 1222 for r in ranges)
+
+
+def test_storage_failover_and_objstore_ids(dispatcher, stores, input_file, tmp_path):
+    broken = tmp_path / "not-a-dir"
+    broken.write_text("a file where a directory should be")
+    queue = dispatcher.add_queue(
+        "Q",
+        corecount=2,
+        zip_time_gap=0,
+        heartbeat=2,
+        storages=storages(stores, es_events=f"file://{broken}/os"),
+    )
+    task_id = es_task(dispatcher, input_file, n_events=8, per_worker=1)
+    code, output = run_pilot(dispatcher, "Q", tmp_path / "pilot", "--cores", "2")
+    assert code == 0, output
+    assert dispatcher.task(task_id)["state"] == "done", output
+    assert not list(stores["os"].rglob("*.tar"))
+    assert list(stores["failover"].rglob("*.tar"))
+    failover_id = queue["objectStores"][f"file://{stores['failover']}"]
+    assert failover_id != queue["objectStores"][f"file://{broken}/os"]
+
+
+def test_storage_failing_everywhere_reports_ranges_failed(dispatcher, stores, input_file, tmp_path):
+    broken = tmp_path / "not-a-dir"
+    broken.write_text("x")
+    bad = {a: [f"file://{broken}/{a}"] for a in ("es_events", "es_failover")}
+    dispatcher.add_queue(
+        "Q", corecount=2, zip_time_gap=0, heartbeat=2, storages={**storages(stores), **bad}
+    )
+    task_id = es_task(dispatcher, input_file, n_events=40, per_worker=1, mode="sleep")
+    code, output = run_pilot(
+        dispatcher,
+        "Q",
+        tmp_path / "pilot",
+        "--cores",
+        "2",
+        "--jobs",
+        "1",
+        "--storage-failures",
+        "2",
+        "--storage-retry-delay",
+        "0.2",
+        env={"PAYLOAD_SLEEP": "0.2"},
+    )
+    assert code == 0, output
+    job = dispatcher.jobs(task_id)[0]
+    assert job["state"] == "failed" and job["errorCode"] == 1137, job
+    ranges = dispatcher.ranges(task_id)
+    assert not [r for r in ranges if r["state"] in ("finished", "sent", "running")]
+    assert any(r["errorCode"] == 1137 for r in ranges)
+    # It stopped taking new ranges: some were never handed to this job.
+    assert [r for r in ranges if r["state"] == "ready" and r["attemptNr"] == 1]

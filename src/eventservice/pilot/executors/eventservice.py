@@ -81,7 +81,6 @@ class EventServiceRun:
         self._running: list[dict[str, Any]] = []
         self._done_ids: set[str] = set()
         self._last_flush = 0.0
-        self._journal_dirty = False
 
     # -- helpers -------------------------------------------------------------------
 
@@ -97,7 +96,6 @@ class EventServiceRun:
         if not ranges:
             return
         self.ctx.journal.add_ranges([failed_report(r, code, diag, fatal) for r in ranges])
-        self._journal_dirty = True
         self._done_ids.update(str(r["eventRangeID"]) for r in ranges)
         if code == codes.PREEMPTED:
             self.released += len(ranges)
@@ -187,17 +185,15 @@ class EventServiceRun:
         self.ctx.control.apply_command(result.command_for(self.job.panda_id), "updateEventRanges")
 
     def _flush(self, force: bool = False) -> None:
+        """Send journaled reports, at most every ``FLUSH_INTERVAL`` s unless forced."""
         now = time.monotonic()
-        if not force and (not self._journal_dirty or now - self._last_flush < FLUSH_INTERVAL):
+        if not force and (not self.ctx.journal.unsent or now - self._last_flush < FLUSH_INTERVAL):
             return
         self._last_flush = now
-        self._journal_dirty = False
         outcome = self.ctx.journal.flush(self.ctx.client)
         command = outcome.commands.get(str(self.job.panda_id))
         if command not in (None, "NULL"):
             self.ctx.control.apply_command(command, "updateEventRanges")
-        if outcome.remaining:
-            self._journal_dirty = True
 
     # -- the loop ------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ def main() -> int:
     code = 0
     for process in processes:
         process.join()
-        if process.exitcode:
+        if process.exitcode and not code:
             code = process.exitcode
             for other in processes:
                 if other.is_alive():
