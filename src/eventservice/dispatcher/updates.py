@@ -104,7 +104,15 @@ def _refusal(report: RangeReport, row: Any) -> str | None:
         return f"range is held by PandaID {row.panda_id}, not {rid.panda_id}"
     target = _STATUS_TO_STATE[report.status]
     current = RangeState(row.state)
-    if current == target and target in (RangeState.RUNNING, RangeState.FINISHED, RangeState.FATAL):
+    # A repeat of the state the range already has (same attempt and holder) is answered
+    # true with no change; "failed" included: a range still at the reported attempt and
+    # failed has used up esMaxAttempt (a retryable one is already at attempt+1).
+    if current == target and target in (
+        RangeState.RUNNING,
+        RangeState.FINISHED,
+        RangeState.FAILED,
+        RangeState.FATAL,
+    ):
         return ""
     if current in (RangeState.DONE, RangeState.MERGED) and target == RangeState.FINISHED:
         return ""
