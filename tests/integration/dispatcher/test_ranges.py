@@ -1,0 +1,295 @@
+"""updateEventRanges through the service object: refusals, repeats, retries (DESIGN §3, §5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventservice.dispatcher import Dispatcher
+from eventservice.errors import InvalidInput
+
+from .conftest import finished, ranges_of, report, snapshot, start_consumer, submit
+
+
+def _one(d: Dispatcher, task_id: int, n: int = 1) -> tuple[dict, list[dict]]:
+    job = start_consumer(d)
+    got = d.get_event_ranges(job["PandaID"], job["jobsetID"], task_id, n)
+    assert len(got) == n
+    return job, got
+
+
+def test_get_event_ranges_answer(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 4)
+    job, got = _one(dispatcher, task_id, 3)
+    pid = job["PandaID"]
+    file_id = ranges_of(dispatcher, task_id)[0]["fileID"]
+    assert got == [
+        {
+            "eventRangeID": f"{task_id}-{pid}-{file_id}-{i}-1",
+            "startEvent": i,
+            "lastEvent": i,
+            "LFN": "in.root",
+            "GUID": "11111111-2222-3333-4444-555555555555",
+            "scope": "user",
+        }
+        for i in range(3)
+    ]
+    states = {s: r["state"] for s, r in ranges_of(dispatcher, task_id).items()}
+    assert states == {0: "sent", 1: "sent", 2: "sent", 3: "ready"}
+    assert dispatcher.events_available(pid, None, None) == 1
+
+
+def test_ranges_of_several_workers(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 10, nEventsPerWorker=4)
+    job, got = _one(dispatcher, task_id, 3)
+    assert [(r["startEvent"], r["lastEvent"]) for r in got] == [(0, 3), (4, 7), (8, 9)]
+    assert dispatcher.get_event_ranges(job["PandaID"], None, None, 5) == []
+
+
+@pytest.mark.parametrize("n", [0, -1, 1001])
+def test_n_ranges_out_of_bounds(dispatcher: Dispatcher, n: int) -> None:
+    task_id = submit(dispatcher, 4)
+    job = start_consumer(dispatcher)
+    before = snapshot(dispatcher)
+    with pytest.raises(InvalidInput):
+        dispatcher.get_event_ranges(job["PandaID"], None, task_id, n)
+    assert snapshot(dispatcher) == before
+
+
+def test_refusals_answered_per_item_and_change_nothing(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 4, nEsConsumers=2)
+    a = start_consumer(dispatcher)
+    b = start_consumer(dispatcher)
+    a_ranges = dispatcher.get_event_ranges(a["PandaID"], None, None, 2)
+    b_ranges = dispatcher.get_event_ranges(b["PandaID"], None, None, 1)
+    # a's first range is finished, so finished -> running is illegal afterwards.
+    assert report(dispatcher, finished(a_ranges[0]["eventRangeID"]))["Returns"] == [True]
+    pid_a, pid_b = a["PandaID"], b["PandaID"]
+    file_id = ranges_of(dispatcher, task_id)[0]["fileID"]
+    b_id = b_ranges[0]["eventRangeID"]  # "<task>-<b>-<file>-2-1"
+    stale = a_ranges[1]["eventRangeID"][:-1] + "7"  # attempt 7 of a range at attempt 1
+    stolen = b_id.replace(f"-{pid_b}-", f"-{pid_a}-", 1)  # a reports b's range
+    unknown = f"{task_id}-{pid_a}-{file_id}-999-1"
+    before = snapshot(dispatcher)
+    answer = report(
+        dispatcher,
+        {"eventRangeID": stale, "eventStatus": "finished", "path": "file:///x"},
+        finished(stolen),
+        {"eventRangeID": a_ranges[0]["eventRangeID"], "eventStatus": "running"},
+        finished(unknown),
+        {"eventRangeID": b_id, "eventStatus": "fatal", "errorCode": 65},
+    )
+    # the last entry (fatal for b's own range) is legal, the four before it are not
+    assert answer["Returns"] == [False, False, False, False, True]
+    errors = answer["Errors"]
+    assert "stale attempt 7" in errors[0] and "attempt 1" in errors[0]
+    assert f"held by PandaID {pid_b}" in errors[1]
+    assert "illegal transition finished -> running" in errors[2]
+    assert f"unknown event range {unknown}" == errors[3]
+    assert errors[4] is None
+    assert answer["Command"] == {str(pid_a): None, str(pid_b): None}
+    after = snapshot(dispatcher)
+    # only b's range moved
+    changed = [
+        (x["startEvent"], x["state"], y["state"])
+        for x, y in zip(before[0], after[0], strict=True)
+        if x != y
+    ]
+    assert changed == [(2, "sent", "fatal")]
+    assert after[3] == before[3] + 1  # one history row: b's range
+
+
+def test_all_refused_batch_changes_nothing(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 4)
+    _, got = _one(dispatcher, task_id, 2)
+    rid = got[0]["eventRangeID"]
+    before = snapshot(dispatcher)
+    answer = report(
+        dispatcher,
+        {"eventRangeID": rid[:-1] + "2", "eventStatus": "failed"},
+        {
+            "eventRangeID": got[1]["eventRangeID"].replace("-1-", "-1-", 1)[:-1] + "3",
+            "eventStatus": "fatal",
+        },
+    )
+    assert answer["Returns"] == [False, False]
+    assert all("stale attempt" in e for e in answer["Errors"])
+    assert snapshot(dispatcher) == before
+
+
+def test_finished_without_output_location_is_refused(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 2)
+    _, got = _one(dispatcher, task_id)
+    before = snapshot(dispatcher)
+    answer = report(dispatcher, {"eventRangeID": got[0]["eventRangeID"], "eventStatus": "finished"})
+    assert answer["Returns"] == [False]
+    assert "output location" in answer["Errors"][0]
+    assert snapshot(dispatcher) == before
+
+
+def test_ready_range_cannot_be_reported(dispatcher: Dispatcher) -> None:
+    # A range that was never sent (still ready, attempt 1, no holder) refuses reports.
+    task_id = submit(dispatcher, 2)
+    job, _ = _one(dispatcher, task_id)
+    pid = job["PandaID"]
+    file_id = ranges_of(dispatcher, task_id)[1]["fileID"]
+    before = snapshot(dispatcher)
+    answer = report(dispatcher, finished(f"{task_id}-{pid}-{file_id}-1-1"))
+    assert answer["Returns"] == [False]
+    assert answer["Errors"][0]
+    assert snapshot(dispatcher) == before
+
+
+@pytest.mark.parametrize("status", ["running", "transferring", "finished", "fatal"])
+def test_repeated_identical_report_is_true_and_changes_nothing(
+    dispatcher: Dispatcher, status: str
+) -> None:
+    task_id = submit(dispatcher, 2)
+    _, got = _one(dispatcher, task_id)
+    entry = (
+        finished(got[0]["eventRangeID"])
+        if status == "finished"
+        else {"eventRangeID": got[0]["eventRangeID"], "eventStatus": status}
+    )
+    assert report(dispatcher, entry) == {
+        "Returns": [True],
+        "Errors": [None],
+        "Command": {got[0]["eventRangeID"].split("-")[1]: None},
+    }
+    before = snapshot(dispatcher)
+    again = report(dispatcher, entry)
+    assert again["Returns"] == [True]
+    assert again["Errors"] == [None]
+    assert snapshot(dispatcher) == before
+
+
+def test_repeated_failed_report_of_exhausted_range_is_true(dispatcher: Dispatcher) -> None:
+    """docs/protocol.md: a repeated report of the state a range already has is ``true``."""
+    task_id = submit(dispatcher, 2, esMaxAttempt=1)
+    _, got = _one(dispatcher, task_id)
+    entry = {"eventRangeID": got[0]["eventRangeID"], "eventStatus": "failed", "errorCode": 65}
+    assert report(dispatcher, entry)["Returns"] == [True]
+    assert ranges_of(dispatcher, task_id)[0]["state"] == "failed"
+    before = snapshot(dispatcher)
+    again = report(dispatcher, entry)
+    assert again["Returns"] == [True], again["Errors"]
+    assert snapshot(dispatcher) == before
+
+
+def test_repeated_report_after_done_is_true(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 1)
+    _, got = _one(dispatcher, task_id)
+    entry = finished(got[0]["eventRangeID"])
+    assert report(dispatcher, entry)["Returns"] == [True]
+    assert ranges_of(dispatcher, task_id)[0]["state"] == "done"
+    before = snapshot(dispatcher)
+    assert report(dispatcher, entry)["Returns"] == [True]
+    assert snapshot(dispatcher) == before
+
+
+def test_failed_is_retried_until_es_max_attempt(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 2, esMaxAttempt=3)
+    job = start_consumer(dispatcher)
+    pid = job["PandaID"]
+    for attempt in (1, 2, 3):
+        got = dispatcher.get_event_ranges(pid, None, None, 1)
+        assert [r["startEvent"] for r in got] == [0]
+        assert got[0]["eventRangeID"].endswith(f"-0-{attempt}")
+        answer = report(
+            dispatcher,
+            {"eventRangeID": got[0]["eventRangeID"], "eventStatus": "failed", "errorCode": 65},
+        )
+        assert answer["Returns"] == [True]
+        r0 = ranges_of(dispatcher, task_id)[0]
+        assert r0["failures"] == attempt
+        if attempt < 3:
+            assert (r0["state"], r0["attemptNr"]) == ("ready", attempt + 1)
+        else:
+            assert (r0["state"], r0["attemptNr"]) == ("failed", 3)
+    # range 0 stays failed: the consumer now gets range 1 only, then nothing
+    got = dispatcher.get_event_ranges(pid, None, None, 5)
+    assert [r["startEvent"] for r in got] == [1]
+    assert report(dispatcher, finished(got[0]["eventRangeID"]))["Returns"] == [True]
+    assert dispatcher.get_event_ranges(pid, None, None, 5) == []
+    assert ranges_of(dispatcher, task_id)[0]["state"] == "failed"
+    assert ranges_of(dispatcher, task_id)[0]["attemptNr"] == 3
+
+
+def test_fatal_is_never_retried(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 1, esMaxAttempt=5)
+    job, got = _one(dispatcher, task_id)
+    answer = report(dispatcher, {"eventRangeID": got[0]["eventRangeID"], "eventStatus": "fatal"})
+    assert answer["Returns"] == [True]
+    r0 = ranges_of(dispatcher, task_id)[0]
+    assert (r0["state"], r0["attemptNr"]) == ("fatal", 1)
+    assert dispatcher.get_event_ranges(job["PandaID"], None, None, 5) == []
+    # the only range ended fatal: nothing to merge, the jobset and task fail
+    summary = dispatcher.task(task_id)
+    assert summary["jobsets"] == {"failed": 1}
+    assert summary["state"] == "failed"
+    assert [j for j in dispatcher.jobs() if j["eventService"] == 2] == []
+    # a later failed/finished report for it is refused
+    late = report(dispatcher, finished(got[0]["eventRangeID"]))
+    assert late["Returns"] == [False]
+    assert "illegal transition fatal -> finished" in late["Errors"][0]
+
+
+def test_preempted_release_does_not_use_up_attempts(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 1, esMaxAttempt=1)
+    job = start_consumer(dispatcher)
+    for attempt in (1, 2, 3, 4):
+        got = dispatcher.get_event_ranges(job["PandaID"], None, None, 1)
+        assert got[0]["eventRangeID"].endswith(f"-{attempt}")
+        answer = report(
+            dispatcher,
+            {"eventRangeID": got[0]["eventRangeID"], "eventStatus": "failed", "errorCode": 1700},
+        )
+        assert answer["Returns"] == [True]
+        r0 = ranges_of(dispatcher, task_id)[0]
+        assert (r0["state"], r0["attemptNr"], r0["failures"]) == ("ready", attempt + 1, 0)
+    # a real failure now uses the single allowed attempt
+    got = dispatcher.get_event_ranges(job["PandaID"], None, None, 1)
+    report(dispatcher, {"eventRangeID": got[0]["eventRangeID"], "eventStatus": "failed"})
+    r0 = ranges_of(dispatcher, task_id)[0]
+    assert (r0["state"], r0["failures"]) == ("failed", 1)
+
+
+def test_error_code_and_diag_are_recorded(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 1, esMaxAttempt=1)
+    _, got = _one(dispatcher, task_id)
+    report(
+        dispatcher,
+        {
+            "eventRangeID": got[0]["eventRangeID"],
+            "eventStatus": "failed",
+            "errorCode": "1234",
+            "errorDiag": "segfault",
+        },
+    )
+    r0 = ranges_of(dispatcher, task_id)[0]
+    assert (r0["errorCode"], r0["errorDiag"]) == (1234, "segfault")
+
+
+def test_version_1_zip_records_bundle(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 3)
+    _, got = _one(dispatcher, task_id, 2)
+    answer = report(
+        dispatcher,
+        {
+            "zipFile": {
+                "lfn": "b.tar",
+                "path": "file:///os/b.tar",
+                "objstoreID": 1,
+                "fsize": 10,
+                "adler32": "ABC",
+                "numEvents": 2,
+                "pathConvention": 1000,
+            },
+            "eventRanges": [
+                {"eventRangeID": r["eventRangeID"], "eventStatus": "finished"} for r in got
+            ],
+        },
+        version=1,
+    )
+    assert answer["Returns"] == [True, True]
+    states = {s: r["state"] for s, r in ranges_of(dispatcher, task_id).items()}
+    assert states == {0: "finished", 1: "finished", 2: "ready"}
