@@ -1,0 +1,181 @@
+"""Normal jobs, two pilots on one jobset, a dispatcher restart, and offline mode."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+from tests.integration.pilot.conftest import (
+    PYTHON,
+    DispatcherProcess,
+    PilotProcess,
+    es_command,
+    run_pilot,
+    storages,
+)
+
+
+def test_normal_job_stage_in_run_stage_out(dispatcher, stores, input_file, tmp_path):
+    dispatcher.add_queue("Q", corecount=1, heartbeat=2, storages=storages(stores))
+    task_id = dispatcher.submit(
+        [{"url": str(input_file), "nEvents": 10}],
+        normalTransformation="cp {input} {output} && echo copied {input}",
+        params={"nEventsPerJob": 10, "esFraction": 0.0},
+    )
+    code, output = run_pilot(dispatcher, "Q", tmp_path / "pilot")
+    assert code == 0, output
+    task = dispatcher.task(task_id)
+    [job] = dispatcher.jobs(task_id)
+    assert job["eventService"] == 0 and job["state"] == "finished" and job["nEvents"] == 10
+    final = task["outputs"][0]
+    stored = Path(final["path"].removeprefix("file://"))
+    assert stored.is_relative_to(stores["out"])
+    assert stored.read_bytes() == input_file.read_bytes()
+    [log] = stores["logs"].rglob("*.log.tgz")
+    with tarfile.open(log) as tar:
+        assert tar.extractfile("payload.stdout").read().decode().startswith("copied ")
+
+
+def test_normal_job_payload_failure_is_reported(dispatcher, stores, input_file, tmp_path):
+    dispatcher.add_queue("Q", corecount=1, heartbeat=2, storages=storages(stores))
+    task_id = dispatcher.submit(
+        [{"url": str(input_file), "nEvents": 10}],
+        normalTransformation="exit 7",
+        params={"nEventsPerJob": 10, "esFraction": 0.0, "maxAttempt": 1},
+    )
+    code, output = run_pilot(dispatcher, "Q", tmp_path / "pilot", "--jobs", "1")
+    assert code == 0, output
+    job = dispatcher.jobs(task_id)[0]
+    assert job["state"] == "failed" and job["errorCode"] == 7, job
+
+
+def test_two_pilots_drain_one_jobset(dispatcher, stores, input_file, tmp_path):
+    dispatcher.add_queue("Q", corecount=2, zip_time_gap=1, heartbeat=1, storages=storages(stores))
+    task_id = dispatcher.submit(
+        [{"url": str(input_file), "nEvents": 40}],
+        transformation=es_command("sleep"),
+        mergeTransformation="cat {inputs} > {output}",
+        params={"nEventsPerJob": 40, "nEventsPerWorker": 1, "esFraction": 1.0, "nEsConsumers": 2},
+    )
+    env = {"PAYLOAD_SLEEP": "0.1"}
+    pilots = [
+        PilotProcess(dispatcher.url, "Q", tmp_path / f"p{i}", "--cores", "2", env=env)
+        for i in range(2)
+    ]
+    for pilot in pilots:
+        assert pilot.wait(120) == 0, pilot.output()
+    task = dispatcher.task(task_id)
+    assert task["state"] == "done", task
+    consumers = {j["PandaID"] for j in dispatcher.jobs(task_id) if j["eventService"] == 1}
+    holders = {r["PandaID"] for r in dispatcher.ranges(task_id)}
+    assert len(consumers) >= 2 and len(holders) >= 2  # both consumers processed ranges
+    assert all("job" in p.output() for p in pilots)
+    merged = Path(task["outputs"][0]["path"].removeprefix("file://")).read_text().splitlines()
+    assert sorted(int(line.split()[1]) for line in merged) == list(range(40))
+
+
+def test_reports_survive_a_dispatcher_restart(stores, input_file, tmp_path):
+    dispatcher = DispatcherProcess(tmp_path, lease_seconds=60)
+    dispatcher.start()
+    try:
+        dispatcher.add_queue(
+            "Q", corecount=2, zip_time_gap=0, heartbeat=1, storages=storages(stores)
+        )
+        task_id = dispatcher.submit(
+            [{"url": str(input_file), "nEvents": 20}],
+            transformation=es_command("sleep"),
+            mergeTransformation="cat {inputs} > {output}",
+            params={"nEventsPerJob": 20, "nEventsPerWorker": 1, "esFraction": 1.0},
+        )
+        pilot = PilotProcess(
+            dispatcher.url, "Q", tmp_path / "pilot", "--cores", "2", env={"PAYLOAD_SLEEP": "0.3"}
+        )
+        dispatcher.wait_for(
+            lambda: any(r["state"] == "finished" for r in dispatcher.ranges(task_id)),
+            60,
+            "a finished range",
+        )
+        dispatcher.stop()
+        time.sleep(2.5)  # ranges finish meanwhile; their reports wait on disk
+        dispatcher.start()
+        assert pilot.wait(120) == 0, pilot.output()
+        assert "retry in" in pilot.output()
+        task = dispatcher.task(task_id)
+        assert task["state"] == "done", (task, pilot.output())
+        assert task["rangesRedispatched"] == 0  # nothing was lost or redone
+    finally:
+        dispatcher.stop()
+
+
+def test_offline_mode(tmp_path, input_file):
+    job = {
+        "PandaID": 1,
+        "jobsetID": 1,
+        "taskID": 9,
+        "attemptNr": 1,
+        "coreCount": 2,
+        "eventService": "True",
+        "transformation": es_command("ok"),
+        "inFiles": "input.dat",
+        "inFilesURL": str(input_file),
+        "outFiles": "out.root",
+        "logFile": "9.1.log.tgz",
+    }
+    ranges = [
+        {
+            "eventRangeID": f"9-1-1-{i}-1",
+            "startEvent": i,
+            "lastEvent": i,
+            "LFN": "input.dat",
+            "GUID": "g",
+            "scope": "s",
+        }
+        for i in range(6)
+    ]
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    (tmp_path / "ranges.json").write_text(json.dumps(ranges))
+    workdir = tmp_path / "work"
+    result = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "eventservice.cli.main",
+            "pilot",
+            "--job-file",
+            str(tmp_path / "job.json"),
+            "--ranges-file",
+            str(tmp_path / "ranges.json"),
+            "--workdir",
+            str(workdir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 finished" in result.stdout
+    report = json.loads((workdir / "offline-report.json").read_text())
+    assert report["job"]["state"] == "finished"
+    assert {r["eventStatus"] for r in report["ranges"].values()} == {"finished"}
+    bundles = list((workdir / "offline-store").rglob("*.tar"))
+    with tarfile.open(bundles[0]) as tar:
+        assert all(name.startswith("9-1-1-") for name in tar.getnames())
+    missing = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "eventservice.cli.main",
+            "pilot",
+            "--job-file",
+            str(tmp_path / "job.json"),
+            "--workdir",
+            str(tmp_path / "w2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "ranges-file" in missing.stderr
