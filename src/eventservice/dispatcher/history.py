@@ -47,6 +47,7 @@ def record_one(
     attempt_nr: int | None = None,
     panda_id: int | None = None,
     reason: str | None = None,
+    now: float | None = None,
 ) -> None:
-    """Write a single state change."""
-    record(conn, entity, [(entity_id, from_state, to_state, attempt_nr, panda_id, reason)])
+    """Write a single state change (at ``now``: the dispatcher's clock)."""
+    record(conn, entity, [(entity_id, from_state, to_state, attempt_nr, panda_id, reason)], now)

@@ -74,6 +74,7 @@ def claim_job(conn: Connection, queue_name: str, node: str, now: float) -> dict[
         JobState.SENT.value,
         attempt_nr=job.attempt_nr,
         panda_id=job.panda_id,
+        now=now,
         reason=f"to {node}",
     )
     return describe_job(conn, job, queue)
@@ -254,6 +255,7 @@ def update_job(
         new.value,
         attempt_nr=job.attempt_nr,
         panda_id=panda_id,
+        now=now,
         reason=values.get("error_diag"),
     )
     if new in FINAL_JOB_STATES:
@@ -315,6 +317,7 @@ def set_command(
             job.state,
             JobState.CLOSED.value,
             panda_id=panda_id,
+            now=now,
             reason="killed before start",
         )
         job_ended(conn, job, False, [], now, merge_max_attempts, reason="killed")

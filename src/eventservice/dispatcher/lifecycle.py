@@ -261,6 +261,7 @@ def create_merge_job(
         JobState.ACTIVATED.value,
         attempt_nr=attempt,
         panda_id=panda_id,
+        now=now,
         reason="merge job created",
     )
     return panda_id
@@ -276,7 +277,7 @@ def set_jobset_state(
         .values(state=new, modified_at=now)
     ).rowcount
     if changed:
-        history.record_one(conn, "jobset", jobset_id, expected, new, reason=reason)
+        history.record_one(conn, "jobset", jobset_id, expected, new, now=now, reason=reason)
     return bool(changed)
 
 
@@ -382,6 +383,7 @@ def merge_failed(conn: Connection, job: Any, max_attempts: int, now: float) -> N
     )
     set_jobset_state(conn, job.jobset_id, "merging", "running", now, "re-processing")
     refresh_jobset(conn, job.jobset_id, now)
+    update_task_progress(conn, job.task_id, now)  # merging -> running again
 
 
 def normal_job_ended(
@@ -417,6 +419,7 @@ def normal_job_ended(
             JobState.ACTIVATED.value,
             attempt_nr=job.attempt_nr + 1,
             panda_id=panda_id,
+            now=now,
             reason="retry",
         )
         return
@@ -458,4 +461,4 @@ def update_task_progress(conn: Connection, task_id: int, now: float) -> None:
         .values(state=new.value, modified_at=now)
     ).rowcount
     if changed:
-        history.record_one(conn, "task", task_id, current, new.value, reason="progress")
+        history.record_one(conn, "task", task_id, current, new.value, now=now, reason="progress")

@@ -60,6 +60,7 @@ def reap_expired(
                     JobState.FAILED.value,
                     attempt_nr=job.attempt_nr,
                     panda_id=job.panda_id,
+                    now=now,
                     reason="lease expired",
                 )
                 job_ended(conn, job, False, [], now, merge_max_attempts, reason="lease expired")

@@ -74,7 +74,9 @@ def submit_task(conn: Connection, spec: TaskSpec, now: float) -> int:
         )
         .returning(tasks.c.task_id)
     ).scalar_one()
-    history.record_one(conn, "task", task_id, None, TaskState.RUNNING.value, reason="submitted")
+    history.record_one(
+        conn, "task", task_id, None, TaskState.RUNNING.value, now=now, reason="submitted"
+    )
 
     range_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
