@@ -262,7 +262,9 @@ def test_normal_job(dispatcher: Dispatcher) -> None:
         25,
         esFraction=0,
         nEventsPerJob=10,
-        normalTransformation="run --in {input} --out {output} --from {first_event} --to {last_event}",
+        normalTransformation=(
+            "run --in {input} --out {output} --from {first_event} --to {last_event}"
+        ),
         outputName="N.{taskID}._{jobsetID:06d}.root",
     )
     summary = dispatcher.task(task_id)
