@@ -5,7 +5,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from tests.integration.pilot.conftest import es_command, run_pilot, storages
+from tests.integration.pilot.conftest import PilotProcess, es_command, run_pilot, storages
 
 MERGE = "cat {inputs} > {output}"
 
@@ -63,6 +63,51 @@ def test_es_job_streams_ranges_and_merge_job_completes_the_task(
     assert " job=" in text and " range=" in text
     # Nothing is left pending.
     assert not list((tmp_path / "pilot" / "pending-reports").glob("*.json"))
+
+
+def test_not_es_to_zip_ships_each_output_and_merge_reads_them(
+    dispatcher, stores, input_file, tmp_path
+):
+    dispatcher.add_queue(
+        "Q", corecount=2, not_es_to_zip=True, heartbeat=2, storages=storages(stores)
+    )
+    task_id = es_task(dispatcher, input_file, n_events=8, per_worker=2)
+    code, output = run_pilot(dispatcher, "Q", tmp_path / "pilot", "--cores", "2")
+    assert code == 0, output
+    task = dispatcher.task(task_id)
+    assert task["state"] == "done", (task, output)
+    assert not list(stores["os"].rglob("*.tar"))
+    objects = sorted(p.name for p in stores["os"].rglob("*.out"))
+    ranges = dispatcher.ranges(task_id)
+    assert objects == sorted(f"{r['eventRangeID']}.out" for r in ranges)
+    assert all(r["path"].startswith(f"file://{stores['os']}") and r["adler32"] for r in ranges)
+    assert task["cpuSecondsInOutput"] >= 0 and len(ranges) == 4
+
+
+def test_tobekilled_stops_the_payload_now(dispatcher, stores, input_file, tmp_path):
+    dispatcher.add_queue("Q", corecount=2, zip_time_gap=0, heartbeat=1, storages=storages(stores))
+    task_id = es_task(dispatcher, input_file, n_events=40, per_worker=1, mode="sleep")
+    pilot = PilotProcess(
+        dispatcher.url,
+        "Q",
+        tmp_path / "pilot",
+        "--cores",
+        "2",
+        "--jobs",
+        "1",
+        env={"PAYLOAD_SLEEP": "5"},
+    )
+    dispatcher.wait_for(
+        lambda: any(r["state"] == "running" for r in dispatcher.ranges(task_id)), 60, "running"
+    )
+    panda_id = dispatcher.jobs(task_id)[0]["PandaID"]
+    dispatcher.api("POST", f"/jobs/{panda_id}/command", json={"command": "tobekilled"})
+    assert pilot.wait(30) == 0, pilot.output()
+    assert "tobekilled" in pilot.output()
+    job = dispatcher.jobs(task_id)[0]
+    assert job["state"] == "failed" and job["errorCode"] == 1144, job
+    ranges = dispatcher.ranges(task_id)
+    assert not [r for r in ranges if r["state"] in ("sent", "running", "finished")]
 
 
 def test_payload_error_messages_fail_only_their_ranges(dispatcher, stores, input_file, tmp_path):

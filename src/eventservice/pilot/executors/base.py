@@ -57,6 +57,7 @@ class JobResult:
     n_events: int = 0
     error_code: int | None = None
     error_diag: str | None = None
+    #: The payload's own exit code; ``None`` when the pilot stopped it (the code is ours).
     exit_code: int | None = None
     output_files: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)

@@ -282,7 +282,6 @@ class EventServiceRun:
                 n_events,
                 codes.JOB_KILLED,
                 f"killed: {self.ctx.control.reason}",
-                code,
                 stats=stats,
             )
         if code != 0 and not killed:

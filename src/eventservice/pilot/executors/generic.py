@@ -56,7 +56,6 @@ def _run(ctx: JobContext) -> JobResult:
             "failed",
             error_code=codes.JOB_KILLED,
             error_diag=f"payload stopped: {ctx.control.reason}",
-            exit_code=code,
         )
     if code != 0:
         return JobResult(

@@ -102,7 +102,7 @@ def _run(ctx: JobContext) -> JobResult:
                 "failed",
                 error_code=codes.JOB_KILLED if killed else codes.JOB_PAYLOAD_FAILED,
                 error_diag=f"merge payload exited with {code}",
-                exit_code=code,
+                exit_code=None if killed else code,
             )
         try:
             outputs.append(stage_out_final(ctx, ctx.job_dir / lfn, lfn))
