@@ -126,6 +126,15 @@ class Job:
             raw=dict(fields),
         )
 
+    @property
+    def n_events(self) -> int | None:
+        """Events of the job's chunk (``firstEvent``..``lastEvent``), when given."""
+        first, last = self.raw.get("firstEvent"), self.raw.get("lastEvent")
+        try:
+            return int(last) - int(first) + 1
+        except (TypeError, ValueError):
+            return None
+
     def input_url(self, lfn: str) -> str | None:
         """Where to read the input named ``lfn`` (the range's ``PFN``)."""
         for item in self.inputs:

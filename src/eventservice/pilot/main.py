@@ -114,7 +114,6 @@ class Pilot:
                     computingElement=queue.name,
                     node=self.options.node,
                     cpu=self.options.cores or queue.corecount,
-                    workdir=str(self.workdir),
                 )
                 if fields is None:
                     reason = "no more jobs"

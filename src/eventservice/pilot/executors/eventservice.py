@@ -208,11 +208,16 @@ class EventServiceRun:
             env = {ENV_CHANNEL: self.channel.name, "ATHENA_PROC_NUMBER": str(self.cores)}
             payload = PayloadProcess(self.job.transformation, self.ctx.job_dir, env)
             code = self._loop(payload)
+        except Exception as exc:
+            # A pilot bug or an unstartable payload: hand everything back, report, end.
+            log.exception("event-service executor failed")
+            self.ctx.control.request_kill(f"pilot error: {type(exc).__name__}: {exc}")
+            code = -1
         finally:
             if payload is not None and payload.poll() is None:
-                payload.kill()
+                code = payload.kill()
             self.heartbeat.stop()
-        return self._conclude(code, payload.killed if payload else False)
+        return self._conclude(code, payload is None or payload.killed)
 
     def _loop(self, payload: PayloadProcess) -> int:
         control = self.ctx.control
@@ -265,7 +270,9 @@ class EventServiceRun:
                 f"payload exited ({code}) while processing the range",
             )
         self._fail(self.channel.take_buffer(), codes.PREEMPTED, "payload ended before the range")
-        self.stageout.finish()
+        # After a signal the batch system's own grace is ticking: don't wait on storage forever.
+        control = self.ctx.control
+        self.stageout.finish(timeout=max(30.0, control.grace) if control.stop_pilot else 3600.0)
         self._report_running()
         self._flush(force=True)
         stats = {

@@ -69,8 +69,4 @@ def _run(ctx: JobContext) -> JobResult:
     except (StorageError, OSError) as exc:
         log.error("stage-out failed: %s", exc)
         return JobResult("failed", error_code=codes.JOB_STAGEOUT_FAILED, error_diag=str(exc))
-    n_events = 0
-    first, last = job.raw.get("firstEvent"), job.raw.get("lastEvent")
-    if first not in (None, "") and last not in (None, ""):
-        n_events = int(last) - int(first) + 1
-    return JobResult("finished", n_events=n_events, output_files=outputs)
+    return JobResult("finished", n_events=job.n_events or 0, output_files=outputs)

@@ -109,4 +109,4 @@ def _run(ctx: JobContext) -> JobResult:
         except (StorageError, OSError) as exc:
             log.error("merge stage-out failed: %s", exc)
             return JobResult("failed", error_code=codes.JOB_STAGEOUT_FAILED, error_diag=str(exc))
-    return JobResult("finished", n_events=len(found), output_files=outputs)
+    return JobResult("finished", n_events=job.n_events or 0, output_files=outputs)
