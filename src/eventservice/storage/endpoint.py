@@ -151,5 +151,17 @@ def stream(source: IO[bytes], target: IO[bytes], chunk_size: int) -> tuple[int, 
     running = Adler32()
     while chunk := source.read(chunk_size):
         running.update(chunk)
-        target.write(chunk)
+        written = target.write(chunk)
+        if written is not None and written < len(chunk):
+            _write_rest(target, memoryview(chunk)[written:])
     return running.size, running.hexdigest()
+
+
+def _write_rest(target: IO[bytes], view: memoryview) -> None:
+    # Unbuffered files may write less than asked (a filling disk): go on until the
+    # OS says why it cannot.
+    while view:
+        written = target.write(view)
+        if not written:
+            raise OSError("write made no progress")
+        view = view[written:]

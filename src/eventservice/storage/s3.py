@@ -54,14 +54,23 @@ class S3Endpoint(FsspecEndpoint):
             size, adler32, etag = self._put_single(first, bucket, key, url)
         else:
             size, adler32, etag = self._put_multipart(first, source, bucket, key, url)
+        try:
+            self._check_stored(url, size, etag)
+        except ChecksumMismatch:
+            # Committed but wrong (a store that does not check Content-MD5): take it
+            # away so that no reader finds bad bytes under the final name.
+            self._remove_quietly(self.path(url))
+            raise
+        return size, adler32
+
+    def _check_stored(self, url: str, size: int, etag: str) -> None:
         self.fs.invalidate_cache(self.path(url))
         info = self.fs.info(self.path(url))
         if int(info["size"]) != size:
             raise ChecksumMismatch(f"{url}: stored size {info['size']} differs from {size} sent")
         stored_etag = str(info.get("ETag", "")).strip('"')
         if stored_etag and stored_etag != etag:
-            raise ChecksumMismatch(f"{url}: stored ETag {stored_etag} differs from {etag} sent")
-        return size, adler32
+            raise ChecksumMismatch(f"{url}: stored ETag (MD5) {stored_etag} differs from {etag}")
 
     def _put_single(self, data: bytes, bucket: str, key: str, url: str) -> tuple[int, str, str]:
         running = Adler32()
@@ -76,7 +85,10 @@ class S3Endpoint(FsspecEndpoint):
         )
         etag = str(answer.get("ETag", "")).strip('"')
         if etag and etag != digest.hexdigest():
-            raise ChecksumMismatch(f"{url}: server ETag {etag} differs from MD5 sent")
+            self._remove_quietly(self.path(url))
+            raise ChecksumMismatch(
+                f"{url}: server ETag (MD5) {etag} differs from {digest.hexdigest()}"
+            )
         return running.size, running.hexdigest(), digest.hexdigest()
 
     def _put_multipart(
