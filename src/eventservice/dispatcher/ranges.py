@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from eventservice.dispatcher import history, lifecycle
+from eventservice.dispatcher import fields, history, lifecycle
 from eventservice.dispatcher.jobs import load_job
 from eventservice.domain.ids import EventRangeID
 from eventservice.domain.states import (
@@ -209,7 +209,7 @@ def parse_report(item: Any, where: str, zip_file: dict[str, Any] | None = None) 
         raise InvalidInput(f"{where} needs eventRangeID and eventStatus")
     range_id = EventRangeID.parse(item["eventRangeID"])
     status = item["eventStatus"]
-    if status not in REPORTABLE_RANGE_STATUSES:
+    if not isinstance(status, str) or status not in REPORTABLE_RANGE_STATUSES:
         raise InvalidInput(
             f"{where}: eventStatus must be one of "
             f"{', '.join(sorted(REPORTABLE_RANGE_STATUSES))}, got {status!r}"
@@ -235,17 +235,8 @@ def parse_report(item: Any, where: str, zip_file: dict[str, Any] | None = None) 
 
 
 def _seconds(item: dict[str, Any], key: str, where: str) -> float | None:
-    """An optional non-negative duration (our extension: payload CPU/wall per range)."""
-    value = item.get(key)
-    if value in (None, ""):
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{where}: {key} must be a number of seconds") from None
-    if isinstance(value, bool) or not 0 <= seconds < 1e9:
-        raise InvalidInput(f"{where}: {key} must be a non-negative number of seconds")
-    return seconds
+    """Payload CPU/wall seconds of a range (our extension)."""
+    return fields.seconds(item.get(key), f"{where}: {key}")
 
 
 def parse_zip_file(value: Any, where: str) -> dict[str, Any]:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from eventservice.errors import InvalidInput, StoreError
 
@@ -90,6 +96,12 @@ class Database:
         try:
             with self.engine.begin() as connection:
                 yield connection
+        except DataError as exc:
+            # A value the column cannot hold (too long, out of range, NUL byte): the
+            # request's fault, rolled back, so a 4xx / StatusCode 50 rather than 503.
+            raise InvalidInput(f"a value does not fit the database: {exc.orig}") from exc
+        except OverflowError as exc:  # SQLite: integer beyond 64 bits, raised unwrapped
+            raise InvalidInput(f"a number is out of range: {exc}") from exc
         except OperationalError as exc:
             raise StoreError(f"database unavailable: {exc.orig}") from exc
         except SQLAlchemyError as exc:
