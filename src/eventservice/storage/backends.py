@@ -95,6 +95,8 @@ def make_endpoint(base: str, options: dict[str, Any]) -> Endpoint:
         return XRootDEndpoint(base, options)
     if scheme in ("http", "https"):
         return ReadOnlyEndpoint(base, options)
-    if scheme in fsspec.available_protocols():
-        return FsspecEndpoint(base, options)
-    raise StorageConfigError(f"unsupported storage URL scheme {scheme!r} in {base!r}")
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except (ImportError, ValueError) as exc:
+        raise StorageConfigError(f"unsupported storage URL scheme {scheme!r} in {base!r}") from exc
+    return FsspecEndpoint(base, options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import zlib
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from .conftest import Backend
 
 def write(path: Path, size: int, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes((i * 7 + seed) % 251 for i in range(size)))
+    path.write_bytes(random.Random(seed).randbytes(size))
     return path
 
 
