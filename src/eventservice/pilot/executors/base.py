@@ -7,6 +7,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,20 @@ def fill_template(template: str, inputs: list[str], output: str | None) -> str:
     return command
 
 
+def payload_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The pilot's environment plus ``extra``, with the pilot's own ``bin`` first in PATH.
+
+    Commands like ``eventservice payload simulate`` then resolve to the installation
+    running the pilot even when its virtual environment is not activated.
+    """
+    env = {**os.environ, **(extra or {})}
+    own_bin = str(Path(sys.executable).parent)
+    path = env.get("PATH", "")
+    if own_bin not in path.split(os.pathsep):
+        env["PATH"] = os.pathsep.join(p for p in (own_bin, path) if p)
+    return env
+
+
 class PayloadProcess:
     """A payload command run by the shell in its own session, output to the job dir."""
 
@@ -104,7 +119,7 @@ class PayloadProcess:
             command,
             shell=True,
             cwd=cwd,
-            env={**os.environ, **(env or {})},
+            env=payload_environment(env),
             stdin=subprocess.DEVNULL,
             stdout=self._stdout,
             stderr=self._stderr,
