@@ -1,0 +1,80 @@
+"""Executor helpers: command templates, payload environment, final report fields, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventservice.errors import InvalidInput
+from eventservice.pilot.executors import executor_for
+from eventservice.pilot.executors.base import JobResult, fill_template, payload_environment
+from eventservice.pilot.executors.eventservice import run_eventservice
+from eventservice.pilot.executors.generic import run_generic
+from eventservice.pilot.executors.merge import run_merge
+from eventservice.pilot.job import ExecutorKind
+from eventservice.pilot.offline import OfflineClient
+
+
+def test_templates_are_filled_and_quoted():
+    command = fill_template("merge --out {output} {inputs}", ["/a b/x", "/c"], "/o ut")
+    assert command == "merge --out '/o ut' '/a b/x' /c"
+    assert fill_template("sim {input} > {output}", ["/in"], "/out") == "sim /in > /out"
+    assert fill_template("run", [], None) == "run"
+
+
+def test_payload_environment_puts_the_pilot_installation_first(monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin")
+    env = payload_environment({"PILOT_EVENTRANGECHANNEL": "@x"})
+    assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/usr/bin"]
+    assert env["PILOT_EVENTRANGECHANNEL"] == "@x"
+
+
+def test_final_update_fields():
+    failed = JobResult("failed", n_events=3, error_code=1305, error_diag="boom", exit_code=3)
+    fields = failed.update_fields(4)
+    assert fields["exeErrorCode"] == 3 and fields["pilotErrorCode"] == 1305
+    assert fields["coreCount"] == 4 and fields["nEvents"] == 3
+    stopped = JobResult("failed", error_code=1144).update_fields(1)
+    assert "exeErrorCode" not in stopped
+    done = JobResult("finished", output_files=[{"lfn": "x", "path": "file:///x"}])
+    assert done.update_fields(1)["outputFiles"][0]["lfn"] == "x" and done.succeeded
+
+
+def test_executor_choice():
+    assert executor_for(ExecutorKind.EVENTSERVICE) is run_eventservice
+    assert executor_for(ExecutorKind.MERGE) is run_merge
+    assert executor_for(ExecutorKind.GENERIC) is run_generic
+
+
+def test_offline_client_hands_out_job_once_and_ranges_in_order(tmp_path):
+    job = {"PandaID": 1, "eventService": "True", "coreCount": 3, "queue": {"heartbeat": 5}}
+    ranges = [{"eventRangeID": f"1-1-1-{i}-1"} for i in range(5)]
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    (tmp_path / "ranges.json").write_text(json.dumps(ranges))
+    client = OfflineClient.from_files(tmp_path / "job.json", tmp_path / "ranges.json", tmp_path)
+    queue = client.get_queue("x")
+    assert queue["corecount"] == 3 and queue["heartbeat"] == 5
+    assert client.get_job("x")["PandaID"] == 1 and client.get_job("x") is None
+    assert [r["eventRangeID"] for r in client.get_event_ranges(1, 1, 1, 3)][-1] == "1-1-1-2-1"
+    assert (
+        len(client.get_event_ranges(1, 1, 1, 3)) == 2 and client.get_event_ranges(1, 1, 1, 3) == []
+    )
+    client.update_event_ranges([{"eventRangeID": "1-1-1-0-1", "eventStatus": "finished"}])
+    client.update_event_ranges([{"eventRangeID": "1-1-1-0-1", "eventStatus": "failed"}])
+    client.update_job(1, "finished")
+    assert client.counts() == {"finished": 1} and client.final_state() == "finished"
+    report = json.loads((tmp_path / "offline-report.json").read_text())
+    assert report["job"]["state"] == "finished"
+
+
+def test_offline_needs_ranges_for_es_jobs(tmp_path):
+    (tmp_path / "job.json").write_text(json.dumps({"PandaID": 1, "eventService": "True"}))
+    with pytest.raises(InvalidInput, match="ranges-file"):
+        OfflineClient.from_files(tmp_path / "job.json", None, tmp_path)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(InvalidInput):
+        OfflineClient.from_files(tmp_path / "bad.json", None, tmp_path)
