@@ -130,6 +130,8 @@ class Job:
     def n_events(self) -> int | None:
         """Events of the job's chunk (``firstEvent``..``lastEvent``), when given."""
         first, last = self.raw.get("firstEvent"), self.raw.get("lastEvent")
+        if first is None or last is None:
+            return None
         try:
             return int(last) - int(first) + 1
         except (TypeError, ValueError):
