@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 import eventservice
 from eventservice.errors import DispatcherUnavailable
 from eventservice.pilot.heartbeat import Heartbeat
@@ -108,3 +110,19 @@ def test_heartbeat_soft_kills_at_the_deadline():
     time.sleep(1.3)
     heartbeat.stop()
     assert control.draining and control.stop_pilot
+
+
+def test_pilot_deadline_from_maxtime_and_lifetime(tmp_path):
+    from eventservice.pilot.executors.base import PilotOptions
+    from eventservice.pilot.job import QueueConfig
+    from eventservice.pilot.main import Pilot
+
+    pilot = Pilot(None, "Q", tmp_path, options=PilotOptions(softkill_margin=600))
+    assert pilot.deadline(QueueConfig(name="Q", maxtime=0)) is None
+    assert pilot.deadline(QueueConfig(name="Q", maxtime=3600)) == pytest.approx(
+        pilot.started + 3000
+    )
+    short = Pilot(None, "Q", tmp_path, options=PilotOptions(softkill_margin=600), lifetime=50)
+    assert short.deadline(QueueConfig(name="Q", maxtime=3600)) == pytest.approx(short.started + 50)
+    assert short._stop_reason(0, short.started - 1) == "lifetime over"
+    assert short._stop_reason(0, None) is None
