@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from eventservice.dispatcher import history, lifecycle
+from eventservice.dispatcher import fields, history, lifecycle
 from eventservice.dispatcher.tasks import load_queue
 from eventservice.domain.ids import EventRangeID
 from eventservice.domain.params import QueueParams
@@ -235,6 +235,9 @@ def update_job(
                 values[column] = int(details[key])
             except (TypeError, ValueError):
                 raise InvalidInput(f"{key} must be an integer") from None
+    cpu = fields.seconds(details.get("cpuConsumptionTime"), "cpuConsumptionTime")
+    if cpu is not None:
+        values["cpu_seconds"] = cpu
     diag = details.get("pilotErrorDiag") or details.get("exeErrorDiag")
     if diag:
         values["error_diag"] = str(diag)[:2000]

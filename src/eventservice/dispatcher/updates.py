@@ -195,9 +195,7 @@ def _commands(conn: Connection, panda_ids: list[int], now: float) -> dict[str, s
             .where(jobs.c.panda_id.in_(panda_ids))
             .values(heartbeat_at=now)
             .returning(jobs.c.panda_id, jobs.c.command)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     return {
         str(pid): (None if found.get(pid, Command.NONE.value) == Command.NONE.value else found[pid])

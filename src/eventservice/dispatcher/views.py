@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from eventservice.domain.ids import EventRangeID
+from eventservice.domain.states import JobKind, JobState
 from eventservice.errors import InvalidInput, NotFound
 from eventservice.store.schema import event_ranges, history, jobs, jobsets, tasks
 
@@ -22,9 +23,7 @@ def _limit(limit: int) -> int:
 
 
 def _counts(conn: Connection, column: Any, where: Any) -> dict[str, int]:
-    return dict(
-        conn.execute(select(column, func.count()).where(where).group_by(column)).tuples().all()
-    )
+    return dict(conn.execute(select(column, func.count()).where(where).group_by(column)).all())
 
 
 def task_summary(conn: Connection, task_id: int) -> dict[str, Any]:
@@ -41,9 +40,7 @@ def task_summary(conn: Connection, task_id: int) -> dict[str, Any]:
             )
             .where(event_ranges.c.task_id == task_id)
             .group_by(event_ranges.c.state)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     outputs = [
         {
@@ -61,12 +58,25 @@ def task_summary(conn: Connection, task_id: int) -> dict[str, Any]:
             select(jobsets).where(jobsets.c.task_id == task_id).order_by(jobsets.c.jobset_id)
         )
     ]
-    cpu_in_output = conn.execute(
-        select(func.sum(event_ranges.c.cpu_seconds)).where(
-            event_ranges.c.task_id == task_id,
-            event_ranges.c.state.in_(["finished", "done", "merged"]),
+    cpu_in_output = (
+        conn.execute(
+            select(func.sum(event_ranges.c.cpu_seconds)).where(
+                event_ranges.c.task_id == task_id,
+                event_ranges.c.state.in_(["finished", "done", "merged"]),
+            )
+        ).scalar()
+        or 0.0
+    )
+    cpu_in_output += conn.execute(
+        select(func.coalesce(func.sum(jobs.c.cpu_seconds), 0.0))
+        .select_from(jobs.join(jobsets, jobs.c.jobset_id == jobsets.c.jobset_id))
+        .where(
+            jobs.c.task_id == task_id,
+            jobs.c.kind == int(JobKind.NORMAL),
+            jobs.c.state == JobState.FINISHED.value,
+            jobsets.c.state == "done",
         )
-    ).scalar()
+    ).scalar_one()
     attempts = conn.execute(
         select(func.sum(event_ranges.c.attempt_nr)).where(event_ranges.c.task_id == task_id)
     ).scalar()
@@ -225,14 +235,12 @@ def stats(conn: Connection) -> dict[str, Any]:
     """Global per-state counts."""
     return {
         "tasks": dict(
-            conn.execute(select(tasks.c.state, func.count()).group_by(tasks.c.state)).tuples().all()
+            conn.execute(select(tasks.c.state, func.count()).group_by(tasks.c.state)).all()
         ),
-        "jobs": dict(
-            conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).tuples().all()
-        ),
+        "jobs": dict(conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()),
         "ranges": dict(
-            conn.execute(select(event_ranges.c.state, func.count()).group_by(event_ranges.c.state))
-            .tuples()
-            .all()
+            conn.execute(
+                select(event_ranges.c.state, func.count()).group_by(event_ranges.c.state)
+            ).all()
         ),
     }

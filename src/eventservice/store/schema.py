@@ -109,6 +109,7 @@ jobs = Table(
     Column("n_events", BigInteger),
     Column("error_code", Integer),
     Column("error_diag", Text),
+    Column("cpu_seconds", Float),  # cpuConsumptionTime reported by the pilot
     Index("ix_jobs_state_kind", "state", "kind"),
     Index("ix_jobs_jobset_state", "jobset_id", "state"),
 )

@@ -1,4 +1,4 @@
-"""per-range CPU and wall time of the attempt that produced the output
+"""CPU and wall time: per range (the attempt that produced the output) and per job
 
 Revision ID: 0002
 Revises: 0001
@@ -19,9 +19,13 @@ def upgrade() -> None:
     with op.batch_alter_table("event_ranges") as batch_op:
         batch_op.add_column(sa.Column("cpu_seconds", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("wall_seconds", sa.Float(), nullable=True))
+    with op.batch_alter_table("jobs") as batch_op:
+        batch_op.add_column(sa.Column("cpu_seconds", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch_op:
+        batch_op.drop_column("cpu_seconds")
     with op.batch_alter_table("event_ranges") as batch_op:
         batch_op.drop_column("wall_seconds")
         batch_op.drop_column("cpu_seconds")
