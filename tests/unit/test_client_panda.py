@@ -164,3 +164,22 @@ def test_http_4xx_is_not_retried():
     with pytest.raises(InvalidInput, match="422"):
         client.check_events_availability(1, 2, 3)
     assert calls == [1] and sleeps == []
+
+
+def test_retrying_stops_when_told_to_give_up():
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        if len(calls) == 3:
+            client.give_up_retrying = lambda: True
+        raise httpx.ConnectError("refused")
+
+    client = PandaClient(
+        "http://dispatcher.test",
+        retry=RetryPolicy(retry_for=600, base=0.01, max_delay=0.02),
+        transport=httpx.MockTransport(handler),
+    )
+    with pytest.raises(DispatcherUnavailable, match="gave up after 3 tries"):
+        client.get_status()
+    assert len(calls) == 3

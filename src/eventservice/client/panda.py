@@ -138,6 +138,8 @@ class PandaClient:
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
+        #: When set and true, retrying stops at once (a pilot past its drain grace).
+        self.give_up_retrying: Callable[[], bool] | None = None
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,
@@ -173,13 +175,24 @@ class PandaClient:
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             delay = self.retry.delay(attempt)
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + delay > deadline or self._giving_up():
                 raise DispatcherUnavailable(
                     f"{method} {self.base_url}{path}: {problem}; gave up after {attempt + 1} tries"
                 )
             log.warning("dispatcher %s failed (%s); retry in %.1f s", method, problem, delay)
-            self._sleep(delay)
+            self._wait(delay)
             attempt += 1
+
+    def _giving_up(self) -> bool:
+        return self.give_up_retrying is not None and self.give_up_retrying()
+
+    def _wait(self, delay: float) -> None:
+        """Sleep ``delay`` seconds in short steps, so giving up is noticed quickly."""
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0 and not self._giving_up():
+            self._sleep(min(left, 0.2))
+            if self._sleep is not time.sleep:  # an injected sleep does not pass real time
+                break
 
     def call(self, method: str, data: Mapping[str, Any]) -> dict[str, Any]:
         """POST one PanDA method; return the decoded answer (StatusCode not yet checked)."""

@@ -74,6 +74,13 @@ class Pilot:
         self.lifetime = lifetime
         self.control = control or PilotControl(self.options.grace)
         self.journal = ReportJournal(self.workdir / "pending-reports")
+        if hasattr(client, "give_up_retrying"):
+            # Past a drain's grace (or killed), an unreachable dispatcher must not hold us:
+            # what is unsent stays in the journal for the next pilot on this workdir.
+            control = self.control
+            client.give_up_retrying = lambda: (
+                control.killed or (control.draining and control.grace_expired())
+            )
         self._router = router
         self.started = time.monotonic()
 

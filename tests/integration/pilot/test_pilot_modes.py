@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import tarfile
 import time
@@ -179,3 +180,60 @@ def test_offline_mode(tmp_path, input_file):
         timeout=60,
     )
     assert missing.returncode == 2 and "ranges-file" in missing.stderr
+
+
+def test_reports_left_on_disk_are_sent_by_the_next_pilot(stores, input_file, tmp_path):
+    dispatcher = DispatcherProcess(tmp_path, lease_seconds=60)
+    dispatcher.start()
+    try:
+        dispatcher.add_queue(
+            "Q", corecount=2, zip_time_gap=0, heartbeat=1, storages=storages(stores)
+        )
+        task_id = dispatcher.submit(
+            [{"url": str(input_file), "nEvents": 16}],
+            transformation=es_command("sleep"),
+            mergeTransformation="cat {inputs} > {output}",
+            params={"nEventsPerJob": 16, "nEventsPerWorker": 1, "esFraction": 1.0},
+        )
+        workdir = tmp_path / "pilot"
+        first = PilotProcess(
+            dispatcher.url,
+            "Q",
+            workdir,
+            "--cores",
+            "2",
+            "--grace",
+            "1",
+            env={"PAYLOAD_SLEEP": "0.4"},
+        )
+        dispatcher.wait_for(
+            lambda: any(r["state"] == "finished" for r in dispatcher.ranges(task_id)),
+            60,
+            "a finished range",
+        )
+        dispatcher.stop()
+        time.sleep(1.5)  # more ranges finish and ship; their reports can only go to disk
+        first.signal(signal.SIGTERM)
+        assert first.wait(40) == 1, first.output()  # ended in time, reports pending
+        pending = [json.loads(p.read_text()) for p in (workdir / "pending-reports").glob("*.json")]
+        on_disk = {
+            r["eventRangeID"]
+            for entry in pending
+            if entry["kind"] == "ranges"
+            for item in entry["items"]
+            for r in (item["eventRanges"] if entry["version"] == 1 else [item])
+            if r["eventStatus"] == "finished"
+        }
+        assert on_disk, first.output()
+        dispatcher.start()
+        second = PilotProcess(
+            dispatcher.url, "Q", workdir, "--cores", "2", env={"PAYLOAD_SLEEP": "0"}
+        )
+        assert second.wait(90) == 0, second.output()
+        assert not list((workdir / "pending-reports").glob("*.json"))
+        task = dispatcher.task(task_id)
+        assert task["state"] == "done", task
+        merged = {r["eventRangeID"] for r in dispatcher.ranges(task_id) if r["state"] == "merged"}
+        assert on_disk <= merged  # what the first pilot did was not forgotten nor redone
+    finally:
+        dispatcher.stop()
