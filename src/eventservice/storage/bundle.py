@@ -32,7 +32,7 @@ def make_bundle(paths: list[Path], tar_path: Path) -> Path:
         raise BundleError(f"bundle {tar_path}: duplicate member names {duplicates}")
     temporary = tar_path.with_name(f".{tar_path.name}.{uuid.uuid4().hex}.part")
     try:
-        with tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20) as tar:
             for path in paths:
                 path = Path(path)
                 if not path.is_file():

@@ -36,6 +36,10 @@ def _md5(data: bytes) -> Any:
     return hashlib.md5(data, usedforsecurity=False)
 
 
+def _digest(data: bytes) -> bytes:
+    return bytes(_md5(data).digest())
+
+
 class S3Endpoint(FsspecEndpoint):
     """``s3://bucket/prefix``; options are s3fs's plus ``part_size`` and ``concurrency``."""
 
@@ -96,7 +100,10 @@ class S3Endpoint(FsspecEndpoint):
     ) -> tuple[int, str, str]:
         upload_id = self._call("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
         running = Adler32()
-        sent: list[tuple[int, bytes, concurrent.futures.Future[Any]]] = []
+        sent: list[tuple[int, concurrent.futures.Future[Any], concurrent.futures.Future[Any]]] = []
+        # MD5s are computed beside the transfer (hashlib releases the GIL), so
+        # hashing does not hold back reading and sending the next part.
+        hashing = concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency)
         try:
             chunk, number = first, 0
             while chunk:
@@ -116,12 +123,13 @@ class S3Endpoint(FsspecEndpoint):
                     Body=chunk,
                 )
                 future = _submit(coroutine, self.fs.loop)
-                sent.append((number, _md5(chunk).digest(), future))
+                sent.append((number, hashing.submit(_digest, chunk), future))
                 chunk = source.read(self.part_size)
-            parts = []
+            parts, digests = [], []
             for number, digest, future in sent:
                 etag = str(future.result()["ETag"])
-                if etag.strip('"') != digest.hex():
+                digests.append(digest.result())
+                if etag.strip('"') != digests[-1].hex():
                     raise ChecksumMismatch(f"{url}: part {number} ETag {etag} is not its MD5")
                 parts.append({"PartNumber": number, "ETag": etag})
             self._call(
@@ -136,7 +144,9 @@ class S3Endpoint(FsspecEndpoint):
                 future.cancel()
             self._abort_quietly(bucket, key, upload_id)
             raise
-        composite = _md5(b"".join(digest for _, digest, _ in sent)).hexdigest()
+        finally:
+            hashing.shutdown(wait=False, cancel_futures=True)
+        composite = _md5(b"".join(digests)).hexdigest()
         return running.size, running.hexdigest(), f"{composite}-{len(sent)}"
 
     def _abort_quietly(self, bucket: str, key: str, upload_id: str) -> None:
