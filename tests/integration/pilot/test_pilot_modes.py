@@ -23,7 +23,10 @@ def test_normal_job_stage_in_run_stage_out(dispatcher, stores, input_file, tmp_p
     dispatcher.add_queue("Q", corecount=1, heartbeat=2, storages=storages(stores))
     task_id = dispatcher.submit(
         [{"url": str(input_file), "nEvents": 10}],
-        normalTransformation="cp {input} {output} && echo copied {input}",
+        normalTransformation=(
+            f"cp {{input}} {{output}} && echo copied {{input}}"
+            f" && {PYTHON} -c 'sum(range(3_000_000))'"
+        ),
         params={"nEventsPerJob": 10, "esFraction": 0.0},
     )
     code, output = run_pilot(dispatcher, "Q", tmp_path / "pilot")
@@ -35,6 +38,7 @@ def test_normal_job_stage_in_run_stage_out(dispatcher, stores, input_file, tmp_p
     stored = Path(final["path"].removeprefix("file://"))
     assert stored.is_relative_to(stores["out"])
     assert stored.read_bytes() == input_file.read_bytes()
+    assert task["cpuSecondsInOutput"] > 0  # the payload's CPU time was reported
     [log] = stores["logs"].rglob("*.log.tgz")
     with tarfile.open(log) as tar:
         assert tar.extractfile("payload.stdout").read().decode().startswith("copied ")

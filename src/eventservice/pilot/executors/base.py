@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shlex
 import signal
 import subprocess
@@ -62,6 +63,8 @@ class JobResult:
     exit_code: int | None = None
     output_files: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    #: CPU seconds the payload (and everything it started) used.
+    cpu_seconds: float | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -79,6 +82,8 @@ class JobResult:
             fields["transExitCode"] = self.exit_code
         if self.output_files:
             fields["outputFiles"] = self.output_files
+        if self.cpu_seconds is not None:
+            fields["cpuConsumptionTime"] = round(self.cpu_seconds, 3)
         return fields
 
 
@@ -107,6 +112,12 @@ def payload_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's reaped descendants."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class PayloadProcess:
     """A payload command run by the shell in its own session, output to the job dir."""
 
@@ -115,6 +126,8 @@ class PayloadProcess:
         self._stdout = open(cwd / PAYLOAD_STDOUT, "ab")  # noqa: SIM115 - closed in wait()
         self._stderr = open(cwd / PAYLOAD_STDERR, "ab")  # noqa: SIM115
         log.info("starting payload: %s", command)
+        self._cpu_before = children_cpu()
+        self.cpu_seconds: float | None = None
         self.process = subprocess.Popen(
             command,
             shell=True,
@@ -134,6 +147,9 @@ class PayloadProcess:
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the exit code and close the output files."""
         code = self.process.wait(timeout)
+        if self.cpu_seconds is None:
+            # One payload at a time per pilot, so the children's CPU delta is this payload's.
+            self.cpu_seconds = max(0.0, children_cpu() - self._cpu_before)
         self._stdout.close()
         self._stderr.close()
         return code
@@ -153,15 +169,20 @@ class PayloadProcess:
         return self.wait()
 
 
-def run_command(ctx: JobContext, command: str) -> tuple[int, bool]:
-    """Run a payload to completion, obeying kill and drain; return (exit code, killed)."""
+def run_command(ctx: JobContext, command: str) -> tuple[int, bool, float]:
+    """Run a payload to completion, obeying kill and drain.
+
+    Returns (exit code, whether the pilot stopped it, payload CPU seconds).
+    """
     process = PayloadProcess(command, ctx.job_dir)
     while process.poll() is None:
         if ctx.control.killed or (ctx.control.draining and ctx.control.grace_expired()):
             log.warning("stopping the payload: %s", ctx.control.reason)
-            return process.kill(), True
+            code = process.kill()
+            return code, True, process.cpu_seconds or 0.0
         time.sleep(0.1)
-    return process.wait(), False
+    code = process.wait()
+    return code, False, process.cpu_seconds or 0.0
 
 
 def local_url(url: str) -> str:

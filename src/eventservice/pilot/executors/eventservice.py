@@ -217,7 +217,9 @@ class EventServiceRun:
             if payload is not None and payload.poll() is None:
                 code = payload.kill()
             self.heartbeat.stop()
-        return self._conclude(code, payload is None or payload.killed)
+        result = self._conclude(code, payload is None or payload.killed)
+        result.cpu_seconds = payload.cpu_seconds if payload is not None else None
+        return result
 
     def _loop(self, payload: PayloadProcess) -> int:
         control = self.ctx.control

@@ -50,7 +50,7 @@ def _run(ctx: JobContext) -> JobResult:
         [str(p) for p in local_inputs],
         str(ctx.job_dir / output) if output else None,
     )
-    code, killed = run_command(ctx, command)
+    code, killed, cpu = run_command(ctx, command)
     if killed:
         return JobResult(
             "failed",
@@ -63,10 +63,11 @@ def _run(ctx: JobContext) -> JobResult:
             error_code=codes.JOB_PAYLOAD_FAILED,
             error_diag=f"payload exited with {code}",
             exit_code=code,
+            cpu_seconds=cpu,
         )
     try:
         outputs = [stage_out_final(ctx, ctx.job_dir / lfn, lfn) for lfn in job.out_files]
     except (StorageError, OSError) as exc:
         log.error("stage-out failed: %s", exc)
         return JobResult("failed", error_code=codes.JOB_STAGEOUT_FAILED, error_diag=str(exc))
-    return JobResult("finished", n_events=job.n_events or 0, output_files=outputs)
+    return JobResult("finished", n_events=job.n_events or 0, output_files=outputs, cpu_seconds=cpu)

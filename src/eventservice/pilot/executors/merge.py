@@ -90,13 +90,15 @@ def _run(ctx: JobContext) -> JobResult:
         log.error("merge inputs incomplete: %s", diag)
         return JobResult("failed", error_code=codes.JOB_STAGEIN_FAILED, error_diag=diag)
     outputs = []
+    cpu = 0.0
     for lfn in job.out_files:
         names = job.write_to_file.get(lfn) or list(per_input)
         files = sorted(
             (str(p) for name in names for p in per_input.get(Path(name).name, [])), key=_natural
         )
         command = fill_template(job.transformation, files, str(ctx.job_dir / lfn))
-        code, killed = run_command(ctx, command)
+        code, killed, used = run_command(ctx, command)
+        cpu += used
         if killed or code != 0:
             return JobResult(
                 "failed",
@@ -109,4 +111,4 @@ def _run(ctx: JobContext) -> JobResult:
         except (StorageError, OSError) as exc:
             log.error("merge stage-out failed: %s", exc)
             return JobResult("failed", error_code=codes.JOB_STAGEOUT_FAILED, error_diag=str(exc))
-    return JobResult("finished", n_events=job.n_events or 0, output_files=outputs)
+    return JobResult("finished", n_events=job.n_events or 0, output_files=outputs, cpu_seconds=cpu)
