@@ -199,6 +199,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "ranges": finished,
