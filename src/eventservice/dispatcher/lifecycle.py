@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import and_, func, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from eventservice.dispatcher import history
 from eventservice.dispatcher.tasks import new_job_row
@@ -25,18 +26,20 @@ from eventservice.domain.states import (
 )
 from eventservice.store.schema import event_ranges, jobs, jobsets, tasks
 
-_params_cache: dict[tuple[str, int], TaskParams] = {}
+#: Task parameters never change after submission; cached per engine (so a new
+#: Database, e.g. on a recreated database, starts with an empty cache).
+_params_cache: WeakKeyDictionary[Engine, dict[int, TaskParams]] = WeakKeyDictionary()
 _HELD = [s.value for s in HELD_RANGE_STATES]
 _LIVE_JOB_STATES = [s.value for s in ACTIVE_JOB_STATES | QUEUED_JOB_STATES]
 
 
 def task_params(conn: Connection, task_id: int) -> TaskParams:
-    """A task's parameters (immutable after submission, so cached per database)."""
-    key = (str(conn.engine.url), task_id)
-    if key not in _params_cache:
+    """A task's parameters (immutable after submission, so cached per engine)."""
+    cache = _params_cache.setdefault(conn.engine, {})
+    if task_id not in cache:
         text = conn.execute(select(tasks.c.params).where(tasks.c.task_id == task_id)).scalar_one()
-        _params_cache[key] = TaskParams.from_mapping(json.loads(text))
-    return _params_cache[key]
+        cache[task_id] = TaskParams.from_mapping(json.loads(text))
+    return cache[task_id]
 
 
 def release_ranges(
@@ -116,7 +119,10 @@ def has_ranges(conn: Connection, jobset_id: int, states: list[str]) -> bool:
 
 def refresh_jobset(conn: Connection, jobset_id: int, now: float) -> None:
     """Bring an ES jobset's consumers and merge in line with its ranges."""
-    jobset = conn.execute(select(jobsets).where(jobsets.c.jobset_id == jobset_id)).one()
+    # Lock the jobset: two requests must not both add the missing consumers.
+    jobset = conn.execute(
+        select(jobsets).where(jobsets.c.jobset_id == jobset_id).with_for_update()
+    ).one()
     if not jobset.event_service or jobset.state != "running":
         return
     ready = has_ranges(conn, jobset_id, [RangeState.READY.value])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from eventservice.dispatcher import fields, history, lifecycle
 from eventservice.dispatcher.jobs import load_job
@@ -33,18 +34,19 @@ _STATUS_TO_STATE = {
     "failed": RangeState.FAILED,
     "fatal": RangeState.FATAL,
 }
-_file_cache: dict[tuple[str, int], Any] = {}
+#: Input files never change after submission; cached per engine.
+_file_cache: WeakKeyDictionary[Engine, dict[int, Any]] = WeakKeyDictionary()
 
 
 def _input_file(conn: Connection, file_id: int) -> Any:
-    key = (str(conn.engine.url), file_id)
-    if key not in _file_cache:
-        _file_cache[key] = conn.execute(
+    cache = _file_cache.setdefault(conn.engine, {})
+    if file_id not in cache:
+        cache[file_id] = conn.execute(
             select(input_files.c.lfn, input_files.c.guid, input_files.c.scope).where(
                 input_files.c.file_id == file_id
             )
         ).one()
-    return _file_cache[key]
+    return cache[file_id]
 
 
 def _consumer(conn: Connection, panda_id: int, jobset_id: int | None, task_id: int | None) -> Any:

@@ -15,6 +15,10 @@ from eventservice.errors import InvalidInput
 from eventservice.store.database import Database
 
 
+#: Ranges one task may have; all are created in one transaction at submission.
+MAX_RANGES_PER_TASK = 2_000_000
+
+
 class Dispatcher:
     """Event-level bookkeeping over a SQL database (SQLite or PostgreSQL)."""
 
@@ -35,6 +39,12 @@ class Dispatcher:
         spec = TaskSpec.from_mapping(data)
         resolved = tuple(tasks.resolve_input(f) for f in spec.inputs)
         spec = TaskSpec(**{**spec.__dict__, "inputs": resolved})
+        n_ranges = sum(-(-(f.n_events or 0) // spec.params.nEventsPerWorker) for f in resolved)
+        if n_ranges > MAX_RANGES_PER_TASK:
+            raise InvalidInput(
+                f"task would have {n_ranges} event ranges, more than {MAX_RANGES_PER_TASK}: "
+                "raise nEventsPerWorker or split it into several tasks"
+            )
         with self.database.transaction() as conn:
             return tasks.submit_task(conn, spec, self.clock())
 

@@ -21,6 +21,9 @@ def apply_reports(
     Returns per-report ``applied`` flags and refusal reasons, and the command for
     each consumer named in the batch.
     """
+    # Lock order everywhere: jobs, then ranges, then jobsets (the reaper does the same),
+    # so concurrent dispatcher processes cannot deadlock on PostgreSQL.
+    commands = _commands(conn, sorted({r.range_id.panda_id for r in reports}), now)
     keys = [(r.range_id.task_id, r.range_id.file_id, r.range_id.start_event) for r in reports]
     rows: dict[tuple[int, int, int], Any] = {}
     if keys:
@@ -68,16 +71,39 @@ def apply_reports(
             continue
         applied.append(True)
         errors.append(None)
-        changes.append(
-            (
-                row.range_id,
-                row.state,
-                new_state.value,
-                values.get("attempt_nr", row.attempt_nr),
-                report.range_id.panda_id,
-                report.error_diag,
+        if report.status == "failed" and new_state == RangeState.READY:
+            # Retried at once: the audit trail still shows the failure, then the retry.
+            changes.append(
+                (
+                    row.range_id,
+                    row.state,
+                    RangeState.FAILED.value,
+                    row.attempt_nr,
+                    report.range_id.panda_id,
+                    report.error_diag,
+                )
             )
-        )
+            changes.append(
+                (
+                    row.range_id,
+                    RangeState.FAILED.value,
+                    RangeState.READY.value,
+                    values["attempt_nr"],
+                    report.range_id.panda_id,
+                    "retry",
+                )
+            )
+        else:
+            changes.append(
+                (
+                    row.range_id,
+                    row.state,
+                    new_state.value,
+                    values.get("attempt_nr", row.attempt_nr),
+                    report.range_id.panda_id,
+                    report.error_diag,
+                )
+            )
         if new_state in (
             RangeState.READY,
             RangeState.FINISHED,
@@ -86,8 +112,6 @@ def apply_reports(
         ):
             touched_jobsets.add(row.jobset_id)
     history.record(conn, "range", changes, now)
-    panda_ids = sorted({r.range_id.panda_id for r in reports})
-    commands = _commands(conn, panda_ids, now)
     for jobset_id in sorted(touched_jobsets):
         lifecycle.refresh_jobset(conn, jobset_id, now)
     return applied, errors, commands

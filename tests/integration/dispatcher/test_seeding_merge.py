@@ -387,7 +387,8 @@ def test_history_has_a_row_per_change(dispatcher: Dispatcher, clock) -> None:
     ]
     assert rows("range", range_ids[1]) == [
         ("ready", "sent", 1),
-        ("sent", "ready", 2),  # failed, back for attempt 2
+        ("sent", "failed", 1),  # the failure itself is on record,
+        ("failed", "ready", 2),  # then the retry as attempt 2
         ("ready", "sent", 2),
         ("sent", "finished", 2),
         ("finished", "done", 2),
