@@ -1,12 +1,17 @@
-"""The CLI as a user runs it: ``eventservice demo`` end to end, with and without preemption."""
+"""The CLI as a user runs it: ``eventservice demo`` end to end, with things going wrong."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import POSTGRES_URL, require_service, reset_postgres
+
+pytestmark = pytest.mark.slow
 
 
 def run_demo(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -28,28 +33,69 @@ def run_demo(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.Com
     )
 
 
-@pytest.mark.slow
+def assert_verified(result: subprocess.CompletedProcess[str], events: int) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"identical: tree 'hits', {events} events" in result.stdout, result.stdout
+
+
 def test_demo_merged_output_equals_sequential_run(tmp_path: Path) -> None:
     result = run_demo(tmp_path, "--events", "300", "--pilots", "2", "--cores", "2")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "identical" in result.stdout
+    assert_verified(result, 300)
     assert "events 300" in result.stdout
-    assert (tmp_path / "demo" / "merged.root").stat().st_size > 0
+    assert (tmp_path / "demo" / "merged.000.root").stat().st_size > 0
 
 
-@pytest.mark.slow
 def test_demo_survives_random_sigkills(tmp_path: Path) -> None:
     """Preemption: 1,000 events, 4 pilots, a random SIGKILL every few seconds."""
     result = run_demo(
         tmp_path, "--events", "1000", "--pilots", "4", "--cores", "2", "--preempt-every", "3"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "identical: tree 'hits', 1000 events" in result.stdout
-    killed = int(result.stdout.split(" started, ")[1].split(" killed")[0])
+    assert_verified(result, 1000)
+    killed = int(re.search(r"(\d+) killed", result.stdout).group(1))
     assert killed >= 1, result.stdout
 
 
-def test_demo_rejects_bad_options(tmp_path: Path) -> None:
-    result = run_demo(tmp_path, "--events", "0")
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_demo_survives_dispatcher_crash(
+    tmp_path: Path, backend: str, postgres_available: bool
+) -> None:
+    """SIGKILL the dispatcher mid-run, restart it on the same database; the run completes."""
+    args = ["--events", "600", "--pilots", "3", "--crash-dispatcher-at", "6"]
+    if backend == "postgresql":
+        require_service(postgres_available, f"PostgreSQL at {POSTGRES_URL}")
+        reset_postgres()
+        args += ["--db", POSTGRES_URL]
+    result = run_demo(tmp_path, *args)
+    assert_verified(result, 600)
+    assert "dispatcher killed (SIGKILL), restarting" in result.stdout
+
+
+def test_demo_survives_storage_outage(tmp_path: Path) -> None:
+    """es_events unwritable for a while: outputs go to es_failover and the run verifies."""
+    result = run_demo(tmp_path, "--events", "600", "--pilots", "2", "--storage-outage", "2:10")
+    assert_verified(result, 600)
+    assert "is down" in result.stdout and "is back" in result.stdout
+    assert list((tmp_path / "demo" / "failover").rglob("*.tar")), "nothing went to es_failover"
+
+
+def test_demo_file_level_mode_verifies(tmp_path: Path) -> None:
+    result = run_demo(tmp_path, "--events", "400", "--files", "2", "--mode", "file")
+    assert_verified(result, 200)
+    assert result.stdout.count("identical") == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--events", "0"], "--events"),
+        (["--storage-outage", "soon"], "START:DURATION"),
+        (["--mode", "batch"], "--mode"),
+    ],
+)
+def test_demo_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_demo(tmp_path, *args)
     assert result.returncode != 0
+    assert message in result.stdout + result.stderr
     assert "Traceback" not in result.stderr

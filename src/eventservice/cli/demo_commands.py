@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def demo(
@@ -22,11 +22,40 @@ def demo(
     keep: Path | None = typer.Option(None, "--keep", help="Work in DIR and keep it."),
     cpu_per_event: float = typer.Option(0.002, "--cpu-per-event", min=0.0),
     events_per_range: int = typer.Option(5, "--events-per-range", min=1),
+    files: int = typer.Option(1, "--files", min=1, help="Input files (one jobset each)."),
+    mode: str = typer.Option("es", "--mode", help="es (event service) or file (normal jobs)."),
+    pilot_lifetime: float | None = typer.Option(
+        None, "--pilot-lifetime", min=0.1, help="SIGKILL each pilot after Exp(mean) seconds."
+    ),
+    crash_dispatcher_at: float | None = typer.Option(
+        None, "--crash-dispatcher-at", min=0.0, help="SIGKILL and restart the dispatcher then."
+    ),
+    storage_outage: str | None = typer.Option(
+        None, "--storage-outage", help="START:DURATION seconds the es_events store is down."
+    ),
+    timeout: float = typer.Option(900.0, "--timeout", min=1.0, help="Give up after (s)."),
     no_live: bool = typer.Option(False, "--no-live", help="No live view (for logs and CI)."),
 ) -> None:
     """Run dispatcher, pilots, payload, storage and merge on this machine, then verify."""
     from eventservice.demo import DemoConfig, run_demo
 
+    outage = None
+    if storage_outage is not None:
+        try:
+            start, duration = (float(x) for x in storage_outage.split(":"))
+        except ValueError:
+            console.print(
+                f"[red]error:[/red] --storage-outage {storage_outage!r}: "
+                "expected START:DURATION in seconds"
+            )
+            raise typer.Exit(2) from None
+        outage = (start, duration)
+    if mode not in ("es", "file"):
+        console.print(f"[red]error:[/red] --mode must be es or file, not {mode!r}")
+        raise typer.Exit(2)
+    if files > events:
+        console.print("[red]error:[/red] --files must not exceed --events")
+        raise typer.Exit(2)
     config = DemoConfig(
         events=events,
         pilots=pilots,
@@ -38,6 +67,12 @@ def demo(
         cpu_per_event=cpu_per_event,
         events_per_range=events_per_range,
         live=not no_live,
+        files=files,
+        mode=mode,
+        pilot_lifetime_mean=pilot_lifetime,
+        crash_dispatcher_at=crash_dispatcher_at,
+        storage_outage=outage,
+        timeout=timeout,
     )
     result = run_demo(config)
     task = result.task
@@ -55,6 +90,8 @@ def demo(
             f"[bold]CPU in output[/bold] {useful:.1f} s{share}  "
             f"[bold]wall[/bold] {result.wall_seconds:.1f} s"
         )
+    for note in result.notes:
+        console.print(f"[dim]{note}[/dim]")
     if result.verify_summary:
         console.print(f"[bold]verification[/bold]: {result.verify_summary}")
     if result.workdir is not None:

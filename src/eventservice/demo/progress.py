@@ -12,6 +12,18 @@ from rich.text import Text
 RANGE_STATES = ("ready", "sent", "running", "finished", "done", "merged", "failed", "fatal")
 
 
+def events_with_output(task: dict[str, Any]) -> int:
+    """Events whose output is stored: finished ES ranges, and done file-level jobsets."""
+    events = task.get("events", {})
+    from_ranges = sum(events.get(state, 0) for state in ("finished", "done", "merged"))
+    from_jobs = sum(
+        o["lastEvent"] - o["firstEvent"] + 1
+        for o in task.get("outputs", [])
+        if not o.get("eventService") and o.get("state") == "done"
+    )
+    return from_ranges + from_jobs
+
+
 class Progress:
     """Ranges per state, events merged, pilots alive and throughput, refreshed in place."""
 
@@ -43,7 +55,7 @@ class Progress:
             table.add_column(state, justify="right")
         table.add_row(*(str(ranges.get(state, 0)) for state in RANGE_STATES))
         events = task.get("events", {})
-        processed = sum(events.get(s, 0) for s in ("finished", "done", "merged"))
+        processed = events_with_output(task)
         rate = processed / elapsed if elapsed > 0 else 0.0
         line = Text(
             f"events processed {processed}/{task['nEvents']}  merged {events.get('merged', 0)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -15,11 +16,15 @@ from typing import Any
 import httpx
 
 from eventservice.demo import processes
-from eventservice.demo.progress import Progress
+from eventservice.demo.chaos import PilotDeaths, StorageOutage
+from eventservice.demo.progress import Progress, events_with_output
 
 FINAL_TASK_STATES = ("done", "finished", "failed")
 QUEUE = "DEMO"
+#: Pilots exit when no job is free (e.g. while a dead pilot's lease runs out): after
+#: the first fill, replacements start at most this often, so the demo does not spin.
 RESTART_DELAY = 2.0
+POLL_INTERVAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -30,11 +35,16 @@ class DemoConfig:
     pilots: int = 4
     cores: int = 2
     preempt_every: float | None = None
+    pilot_lifetime_mean: float | None = None
     db: str | None = None
     storage: str | None = None
     keep: Path | None = None
     cpu_per_event: float = 0.002
     events_per_range: int = 5
+    files: int = 1
+    mode: str = "es"  # "es": event-service consumers; "file": one normal job per file
+    crash_dispatcher_at: float | None = None
+    storage_outage: tuple[float, float] | None = None
     lease_seconds: float = 6.0
     timeout: float = 900.0
     seed: int = 1
@@ -43,15 +53,18 @@ class DemoConfig:
 
 @dataclass
 class DemoResult:
-    """What happened, for the summary and for tests."""
+    """What happened, for the summary, the tests and the benchmarks."""
 
     task: dict[str, Any] = field(default_factory=dict)
     verified: bool = False
     verify_summary: str = ""
     pilots_started: int = 0
     pilots_killed: int = 0
+    dispatcher_restarts: int = 0
     cpu_spent: float = 0.0
     wall_seconds: float = 0.0
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     workdir: Path | None = None
     error: str | None = None
 
@@ -64,6 +77,10 @@ class Demo:
     """One demo run in ``workdir``."""
 
     def __init__(self, config: DemoConfig, workdir: Path) -> None:
+        if config.mode not in ("es", "file"):
+            raise ValueError(f"mode must be 'es' or 'file', got {config.mode!r}")
+        if not 1 <= config.files <= config.events:
+            raise ValueError("files must be between 1 and the number of events")
         self.config = config
         self.workdir = workdir
         self.port = processes.free_port()
@@ -73,9 +90,26 @@ class Demo:
         self.dispatcher: processes.Child | None = None
         self.orphans = processes.OrphanReaper()
         self.result = DemoResult(workdir=workdir)
-        self.random = random.Random(config.seed)
+        rng = random.Random(config.seed)
+        self.deaths = PilotDeaths(rng, config.preempt_every, config.pilot_lifetime_mean)
+        self.outage = (
+            StorageOutage(workdir / "objectstore", *config.storage_outage)
+            if config.storage_outage and config.storage is None
+            else None
+        )
 
     # --- set-up ------------------------------------------------------------------------
+
+    def make_inputs(self) -> list[Path]:
+        from eventservice.payload.inputs import make_input
+
+        base, extra = divmod(self.config.events, self.config.files)
+        paths = []
+        for index in range(self.config.files):
+            path = self.workdir / f"evnt.{index:03d}.root"
+            make_input(path, base + (index < extra), seed=self.config.seed + index)
+            paths.append(path)
+        return paths
 
     def start_dispatcher(self) -> None:
         db = self.config.db or f"sqlite:///{self.workdir / 'dispatcher.sqlite'}"
@@ -96,45 +130,48 @@ class Demo:
         self.orphans.known.add(self.dispatcher.process.pid)
         processes.wait_for_dispatcher(self.url, self.dispatcher)
 
-    def define_queue_and_task(self, input_path: Path) -> int:
+    def define_queue_and_task(self, inputs: list[Path]) -> int:
         storage = self.config.storage or (self.workdir / "objectstore").as_uri()
-        out = self.workdir / "output"
-        queue = {
-            "name": QUEUE,
-            "corecount": self.config.cores,
-            "jobseed": "all",
-            "zip_time_gap": 5,
-            "heartbeat": 2,
-            "storages": {
-                "es_events": [storage],
-                "es_events_read": [storage],
-                "es_failover": [(self.workdir / "failover").as_uri()],
-                "pw": [out.as_uri()],
-                "pl": [(self.workdir / "logs").as_uri()],
+        self._api(
+            "POST",
+            "/queues",
+            json={
+                "name": QUEUE,
+                "corecount": self.config.cores,
+                "jobseed": "all",
+                "zip_time_gap": 5,
+                "heartbeat": 2,
+                "storages": {
+                    "es_events": [storage],
+                    "es_events_read": [storage],
+                    "es_failover": [(self.workdir / "failover").as_uri()],
+                    "pw": [(self.workdir / "output").as_uri()],
+                    "pl": [(self.workdir / "logs").as_uri()],
+                },
             },
-        }
-        self._api("POST", "/queues", json=queue)
-        python = shlex.quote(sys.executable)
+        )
+        program = f"{shlex.quote(sys.executable)} -m eventservice payload"
         cpu = f"--cpu-per-event {self.config.cpu_per_event}"
+        largest = -(-self.config.events // self.config.files)
         task = {
-            "name": "demo",
-            "inputs": [{"url": str(input_path)}],
-            "transformation": f"{python} -m eventservice payload simulate {cpu}",
+            "name": f"demo-{self.config.mode}",
+            "inputs": [{"url": str(path)} for path in inputs],
+            "transformation": f"{program} simulate {cpu}",
             "normalTransformation": (
-                f"{python} -m eventservice payload simulate --sequential --input {{input}} "
-                f"--out {{output}} --first-event {{first_event}} --last-event {{last_event}} {cpu}"
+                f"{program} simulate --sequential --input {{input}} --out {{output}} "
+                f"--first-event {{first_event}} --last-event {{last_event}} {cpu}"
             ),
-            "mergeTransformation": f"{python} -m eventservice payload merge --out {{output}} "
-            "{inputs}",
+            "mergeTransformation": f"{program} merge --out {{output}} {{inputs}}",
             "params": {
-                "nEventsPerJob": self.config.events,
+                "nEventsPerJob": largest,
                 "nEventsPerWorker": self.config.events_per_range,
                 "nEsConsumers": self.config.pilots,
+                "esFraction": 1.0 if self.config.mode == "es" else 0.0,
             },
         }
         return int(self._api("POST", "/tasks", json=task)["taskID"])
 
-    def start_pilot(self) -> None:
+    def start_pilot(self, now: float) -> None:
         index = self.result.pilots_started
         self.result.pilots_started += 1
         workdir = self.workdir / "pilots" / f"pilot-{index:03d}"
@@ -157,71 +194,104 @@ class Demo:
         )
         self.orphans.known.add(child.process.pid)
         self.pilots.append(child)
+        self.deaths.born(child.name, now)
 
     # --- supervision -------------------------------------------------------------------
 
     def supervise(self, task_id: int, progress: Progress) -> dict[str, Any]:
         start = time.monotonic()
-        next_kill = self._next_kill(start)
+        self.deaths.start(start)
         next_start = start
+        task: dict[str, Any] | None = None
         while True:
             now = time.monotonic()
-            task = self._api("GET", f"/tasks/{task_id}")
+            elapsed = now - start
+            task = self._poll_task(task_id) or task
             alive = [p for p in self.pilots if p.poll()]
             self.orphans.reap()
-            progress.update(task, len(alive), self.result.pilots_killed, now - start)
-            if task["state"] in FINAL_TASK_STATES:
-                return task
-            if now - start > self.config.timeout:
+            if task is not None:
+                self.result.samples.append((elapsed, events_with_output(task)))
+                progress.update(task, len(alive), self.result.pilots_killed, elapsed)
+                if task["state"] in FINAL_TASK_STATES:
+                    return task
+            if elapsed > self.config.timeout:
                 raise RuntimeError(f"task not done after {self.config.timeout:.0f} s")
-            if next_kill is not None and now >= next_kill and alive:
-                victim = self.random.choice(alive)
-                victim.kill()
-                self.result.pilots_killed += 1
-                progress.note(f"killed {victim.name} (SIGKILL)")
-                next_kill = self._next_kill(now)
+            self._chaos(alive, now, elapsed, progress)
             if len(alive) < self.config.pilots and now >= next_start:
-                self.start_pilot()
-                # Pilots exit when no job is free (e.g. while a dead pilot's lease runs
-                # out): fill up at once at first, then do not spin starting new ones.
+                self.start_pilot(now)
                 initial = self.result.pilots_started < self.config.pilots
                 next_start = now if initial else now + RESTART_DELAY
-            time.sleep(0.5)
+            time.sleep(POLL_INTERVAL)
 
-    def _next_kill(self, now: float) -> float | None:
-        if not self.config.preempt_every:
-            return None
-        return now + self.random.expovariate(1.0 / self.config.preempt_every)
+    def _chaos(
+        self, alive: list[processes.Child], now: float, elapsed: float, progress: Progress
+    ) -> None:
+        for name in self.deaths.victims([p.name for p in alive], now):
+            next(p for p in alive if p.name == name).kill()
+            self.result.pilots_killed += 1
+            self._note(progress, f"{elapsed:5.1f} s: killed {name} (SIGKILL)")
+        if self.outage is not None and (note := self.outage.tick(elapsed)):
+            self._note(progress, f"{elapsed:5.1f} s: {note}")
+        crash_at = self.config.crash_dispatcher_at
+        if crash_at is not None and elapsed >= crash_at and not self.result.dispatcher_restarts:
+            assert self.dispatcher is not None
+            self.dispatcher.kill()
+            self._note(progress, f"{elapsed:5.1f} s: dispatcher killed (SIGKILL), restarting")
+            self.result.dispatcher_restarts += 1
+            self.start_dispatcher()
+
+    def _poll_task(self, task_id: int) -> dict[str, Any] | None:
+        try:
+            return self._api("GET", f"/tasks/{task_id}")
+        except httpx.HTTPError:
+            return None  # the dispatcher may be restarting: pilots ride it out, so do we
+
+    def _note(self, progress: Progress, text: str) -> None:
+        self.result.notes.append(text)
+        progress.note(text)
 
     def stop_all(self) -> None:
         for pilot in self.pilots:
-            pilot.kill(processes.signal.SIGTERM)
+            pilot.kill(signal.SIGTERM)
         if self.dispatcher is not None:
-            self.dispatcher.kill(processes.signal.SIGTERM)
+            self.dispatcher.kill(signal.SIGTERM)
+        if self.outage is not None:
+            self.outage.end()
         self.orphans.reap()
         self.result.cpu_spent = sum(p.cpu_seconds for p in self.pilots) + self.orphans.cpu_seconds
 
     # --- verification --------------------------------------------------------------------
 
-    def verify(self, task: dict[str, Any], input_path: Path) -> None:
+    def verify(self, task: dict[str, Any], inputs: list[Path]) -> None:
+        """Each jobset's final output must equal a sequential run over the same events."""
         from eventservice.payload.simulate import run_sequential
         from eventservice.payload.verify import verify_files
         from eventservice.storage import StorageRouter
 
         outputs = [o for o in task["outputs"] if o.get("path")]
-        if task["state"] != "done" or len(outputs) != 1:
+        if task["state"] != "done" or len(outputs) != len(task["outputs"]):
             self.result.verify_summary = f"task ended {task['state']}; nothing to verify"
             return
-        merged = self.workdir / "merged.root"
-        output = outputs[0]
-        StorageRouter({}).download(
-            output["path"], merged, size=output.get("fsize"), adler32=output.get("adler32")
-        )
-        reference = self.workdir / "reference.root"
-        run_sequential(str(input_path), str(reference), cpu_per_event=self.config.cpu_per_event)
-        report = verify_files(str(merged), str(reference))
-        self.result.verified = report.identical
-        self.result.verify_summary = report.summary()
+        summaries = []
+        identical = True
+        for index, (output, source) in enumerate(zip(outputs, inputs, strict=True)):
+            merged = self.workdir / f"merged.{index:03d}.root"
+            reference = self.workdir / f"reference.{index:03d}.root"
+            StorageRouter({}).download(
+                output["path"], merged, size=output.get("fsize"), adler32=output.get("adler32")
+            )
+            run_sequential(
+                str(source),
+                str(reference),
+                output["firstEvent"],
+                output["lastEvent"],
+                cpu_per_event=self.config.cpu_per_event,
+            )
+            report = verify_files(str(merged), str(reference))
+            identical &= report.identical
+            summaries.append(report.summary())
+        self.result.verified = identical
+        self.result.verify_summary = "\n".join(summaries)
 
     def _api(self, method: str, path: str, **kwargs: Any) -> Any:
         answer = self.http.request(method, path, **kwargs)
@@ -231,25 +301,22 @@ class Demo:
 
 
 def run_demo(config: DemoConfig) -> DemoResult:
-    """Run the whole system once; never raises for run-time failures (see ``error``)."""
-    from eventservice.payload.inputs import make_input
-
+    """Run the whole system once; run-time failures end up in ``error``, not a traceback."""
     processes.become_subreaper()
     workdir = config.keep or Path(tempfile.mkdtemp(prefix="eventservice-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     demo = Demo(config, workdir)
     started = time.monotonic()
-    input_path = workdir / "evnt.root"
     try:
-        make_input(input_path, config.events, seed=config.seed)
+        inputs = demo.make_inputs()
         demo.start_dispatcher()
-        task_id = demo.define_queue_and_task(input_path)
+        task_id = demo.define_queue_and_task(inputs)
         with Progress(config.live) as progress:
             task = demo.supervise(task_id, progress)
         demo.result.task = task
         demo.result.wall_seconds = time.monotonic() - started
         demo.stop_all()
-        demo.verify(task, input_path)
+        demo.verify(task, inputs)
     except Exception as exc:  # the demo reports what went wrong instead of a traceback
         demo.result.error = f"{type(exc).__name__}: {exc}"
     finally:
