@@ -255,8 +255,9 @@ class Demo:
             pilot.kill(signal.SIGTERM)
         if self.dispatcher is not None:
             self.dispatcher.kill(signal.SIGTERM)
-        if self.outage is not None:
+        if self.outage is not None and self.outage.state == "down":
             self.outage.end()
+            self.result.notes.append(f"object store {self.outage.directory} is back (run over)")
         self.orphans.reap()
         self.result.cpu_spent = sum(p.cpu_seconds for p in self.pilots) + self.orphans.cpu_seconds
 
