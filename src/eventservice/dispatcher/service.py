@@ -14,7 +14,6 @@ from eventservice.domain.task_spec import TaskSpec
 from eventservice.errors import InvalidInput
 from eventservice.store.database import Database
 
-
 #: Ranges one task may have; all are created in one transaction at submission.
 MAX_RANGES_PER_TASK = 2_000_000
 

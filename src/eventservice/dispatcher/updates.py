@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from eventservice.dispatcher import history, lifecycle
 from eventservice.dispatcher.ranges import _STATUS_TO_STATE, PREEMPTED_ERROR_CODE, RangeReport
 from eventservice.domain.states import Command, RangeState, range_transition_allowed
+from eventservice.errors import Conflict
 from eventservice.store.schema import event_ranges, jobs, zip_files
 
 
@@ -24,27 +25,17 @@ def apply_reports(
     # Lock order everywhere: jobs, then ranges, then jobsets (the reaper does the same),
     # so concurrent dispatcher processes cannot deadlock on PostgreSQL.
     commands = _commands(conn, sorted({r.range_id.panda_id for r in reports}), now)
-    keys = [(r.range_id.task_id, r.range_id.file_id, r.range_id.start_event) for r in reports]
-    rows: dict[tuple[int, int, int], Any] = {}
-    if keys:
-        query = (
-            select(event_ranges)
-            .where(
-                tuple_(
-                    event_ranges.c.task_id, event_ranges.c.file_id, event_ranges.c.start_event
-                ).in_(keys)
-            )
-            .with_for_update()
-        )
-        for row in conn.execute(query):
-            rows[(row.task_id, row.file_id, row.start_event)] = row
+    rows = _lock_rows(conn, reports)
     zip_ids: dict[tuple[int, str], int] = {}
     applied: list[bool] = []
     errors: list[str | None] = []
-    changes = []
-    touched_jobsets: set[int] = set()
-    for report, key in zip(reports, keys, strict=True):
-        row = rows.get(key)
+    changes: list[tuple[int, str | None, str, int | None, int | None, str | None]] = []
+    pending: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    touched: set[int] = set()
+    returned: set[int] = set()
+    for report in reports:
+        rid = report.range_id
+        row = rows.get((rid.task_id, rid.file_id, rid.start_event))
         reason = _refusal(report, row)
         if reason is not None:
             applied.append(reason == "")
@@ -53,24 +44,17 @@ def apply_reports(
         values, new_state = _new_values(conn, report, row, now)
         if report.zip_file is not None and new_state == RangeState.FINISHED:
             values["zip_id"] = _zip_id(conn, report, zip_ids)
-        changed = conn.execute(
-            update(event_ranges)
-            .where(
-                and_(
-                    event_ranges.c.range_id == row.range_id,
-                    event_ranges.c.state == row.state,
-                    event_ranges.c.attempt_nr == row.attempt_nr,
-                    event_ranges.c.panda_id == row.panda_id,
-                )
-            )
-            .values(**values)
-        ).rowcount
-        if not changed:  # only possible if the row moved under us; nothing was changed
-            applied.append(False)
-            errors.append("range changed meanwhile; report again")
-            continue
+        pending.setdefault(tuple(sorted(values)), []).append(
+            {
+                "b_range_id": row.range_id,
+                "b_state": row.state,
+                "b_attempt": row.attempt_nr,
+                **{f"v_{column}": value for column, value in values.items()},
+            }
+        )
         applied.append(True)
         errors.append(None)
+        attempt = values.get("attempt_nr", row.attempt_nr)
         if report.status == "failed" and new_state == RangeState.READY:
             # Retried at once: the audit trail still shows the failure, then the retry.
             changes.append(
@@ -79,7 +63,7 @@ def apply_reports(
                     row.state,
                     RangeState.FAILED.value,
                     row.attempt_nr,
-                    report.range_id.panda_id,
+                    rid.panda_id,
                     report.error_diag,
                 )
             )
@@ -88,33 +72,69 @@ def apply_reports(
                     row.range_id,
                     RangeState.FAILED.value,
                     RangeState.READY.value,
-                    values["attempt_nr"],
-                    report.range_id.panda_id,
+                    attempt,
+                    rid.panda_id,
                     "retry",
                 )
             )
         else:
             changes.append(
-                (
-                    row.range_id,
-                    row.state,
-                    new_state.value,
-                    values.get("attempt_nr", row.attempt_nr),
-                    report.range_id.panda_id,
-                    report.error_diag,
-                )
+                (row.range_id, row.state, new_state.value, attempt, rid.panda_id, report.error_diag)
             )
-        if new_state in (
-            RangeState.READY,
-            RangeState.FINISHED,
-            RangeState.FAILED,
-            RangeState.FATAL,
-        ):
-            touched_jobsets.add(row.jobset_id)
+        if new_state != RangeState.RUNNING:
+            touched.add(row.jobset_id)
+        if new_state == RangeState.READY:
+            returned.add(row.jobset_id)
+    for columns, params in pending.items():
+        _update_many(conn, columns, params)
     history.record(conn, "range", changes, now)
-    for jobset_id in sorted(touched_jobsets):
-        lifecycle.refresh_jobset(conn, jobset_id, now)
+    for jobset_id in sorted(touched):
+        # Consumers and merge only change when ranges came back or none are left ready.
+        if jobset_id in returned or not lifecycle.has_ranges(
+            conn, jobset_id, [RangeState.READY.value]
+        ):
+            lifecycle.refresh_jobset(conn, jobset_id, now)
     return applied, errors, commands
+
+
+def _lock_rows(conn: Connection, reports: list[RangeReport]) -> dict[tuple[int, int, int], Any]:
+    """The reported ranges, locked; looked up through the (task, file, start) index."""
+    starts: dict[tuple[int, int], set[int]] = {}
+    for report in reports:
+        rid = report.range_id
+        starts.setdefault((rid.task_id, rid.file_id), set()).add(rid.start_event)
+    rows: dict[tuple[int, int, int], Any] = {}
+    for (task_id, file_id), events in starts.items():
+        # Not a row-value IN: SQLite would scan the whole table for it.
+        query = (
+            select(event_ranges)
+            .where(
+                event_ranges.c.task_id == task_id,
+                event_ranges.c.file_id == file_id,
+                event_ranges.c.start_event.in_(sorted(events)),
+            )
+            .with_for_update()
+        )
+        for row in conn.execute(query):
+            rows[(row.task_id, row.file_id, row.start_event)] = row
+    return rows
+
+
+def _update_many(conn: Connection, columns: tuple[str, ...], params: list[dict[str, Any]]) -> None:
+    """One guarded UPDATE executed for many ranges (rows are locked, so all must match)."""
+    statement = (
+        update(event_ranges)
+        .where(
+            event_ranges.c.range_id == bindparam("b_range_id"),
+            event_ranges.c.state == bindparam("b_state"),
+            event_ranges.c.attempt_nr == bindparam("b_attempt"),
+        )
+        .values({column: bindparam(f"v_{column}") for column in columns})
+    )
+    changed = conn.execute(statement, params).rowcount
+    if changed not in (-1, len(params)):
+        # Cannot happen while the rows are locked; if it does, change nothing at all.
+        raise Conflict(f"{len(params) - changed} range(s) changed meanwhile; report again")
 
 
 def _refusal(report: RangeReport, row: Any) -> str | None:
