@@ -36,7 +36,7 @@ def normalise_url(url: str) -> str:
 class Database:
     """A database the dispatcher keeps its bookkeeping in."""
 
-    def __init__(self, url: str, pool_size: int = 20) -> None:
+    def __init__(self, url: str, pool_size: int = 40) -> None:
         self.url = normalise_url(url)
         try:
             parsed = make_url(self.url)
@@ -47,9 +47,10 @@ class Database:
             if self.is_sqlite:
                 self.engine = self._sqlite_engine()
             elif parsed.get_backend_name() == "postgresql":
-                # No pre-ping: a connection lost to a database restart fails one request
+                # Pool as large as Starlette's thread pool (40 requests at once). No pre-ping:
+                # a connection lost to a database restart fails one request
                 # (503, which pilots retry) and SQLAlchemy then renews the whole pool.
-                self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size)
+                self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=10)
             else:
                 raise InvalidInput(
                     f"unsupported database {parsed.get_backend_name()!r}: "
