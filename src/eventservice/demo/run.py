@@ -169,6 +169,11 @@ class Demo:
                 "esFraction": 1.0 if self.config.mode == "es" else 0.0,
             },
         }
+        if self.config.preempt_every or self.config.pilot_lifetime_mean:
+            # A lost lease counts against esMaxAttempt because the range may have killed
+            # its pilot. Here we kill pilots ourselves, so a range that happens to be in
+            # flight at several kills is not suspect: give it room.
+            task["params"] |= {"esMaxAttempt": 100, "maxAttempt": 100}
         return int(self._api("POST", "/tasks", json=task)["taskID"])
 
     def start_pilot(self, now: float) -> None:
