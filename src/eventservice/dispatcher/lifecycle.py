@@ -105,6 +105,46 @@ def release_ranges(
     return {row.jobset_id for row in rows}
 
 
+def move_ranges(
+    conn: Connection,
+    jobset_id: int,
+    old: RangeState,
+    new: RangeState,
+    now: float,
+    reason: str,
+    *,
+    by: int | None = None,
+    **values: Any,
+) -> list[Any]:
+    """Move every range of a jobset in state ``old`` to ``new``, with a history row each.
+
+    ``by`` is the job the change is recorded for (default: each range's holder).
+    """
+    moved = conn.execute(
+        update(event_ranges)
+        .where(event_ranges.c.jobset_id == jobset_id, event_ranges.c.state == old.value)
+        .values(state=new.value, modified_at=now, **values)
+        .returning(event_ranges.c.range_id, event_ranges.c.attempt_nr, event_ranges.c.panda_id)
+    ).all()
+    history.record(
+        conn,
+        "range",
+        [
+            (
+                r.range_id,
+                old.value,
+                new.value,
+                r.attempt_nr,
+                r.panda_id if by is None else by,
+                reason,
+            )
+            for r in moved
+        ],
+        now,
+    )
+    return moved
+
+
 def has_ranges(conn: Connection, jobset_id: int, states: list[str]) -> bool:
     """Whether any range of the jobset is in one of ``states`` (stops at the first)."""
     return (
@@ -154,30 +194,8 @@ def refresh_jobset(conn: Connection, jobset_id: int, now: float) -> None:
         elif not consumers:
             # No consumer may be made any more: what is left can never run.
             reason = "esMaxAttemptJob consumers used up"
-            failed = conn.execute(
-                update(event_ranges)
-                .where(
-                    event_ranges.c.jobset_id == jobset_id,
-                    event_ranges.c.state == RangeState.READY.value,
-                )
-                .values(state=RangeState.FAILED.value, modified_at=now, error_diag=reason)
-                .returning(event_ranges.c.range_id, event_ranges.c.attempt_nr)
-            ).all()
-            history.record(
-                conn,
-                "range",
-                [
-                    (
-                        r.range_id,
-                        RangeState.READY.value,
-                        RangeState.FAILED.value,
-                        r.attempt_nr,
-                        None,
-                        reason,
-                    )
-                    for r in failed
-                ],
-                now,
+            move_ranges(
+                conn, jobset_id, RangeState.READY, RangeState.FAILED, now, reason, error_diag=reason
             )
             refresh_jobset(conn, jobset_id, now)
         return
@@ -221,30 +239,8 @@ def finish_processing(conn: Connection, jobset: Any, now: float) -> None:
         return
     if not set_jobset_state(conn, jobset.jobset_id, "running", "merging", now, "ranges ended"):
         return
-    done = conn.execute(
-        update(event_ranges)
-        .where(
-            event_ranges.c.jobset_id == jobset.jobset_id,
-            event_ranges.c.state == RangeState.FINISHED.value,
-        )
-        .values(state=RangeState.DONE.value, modified_at=now)
-        .returning(event_ranges.c.range_id, event_ranges.c.attempt_nr, event_ranges.c.panda_id)
-    ).all()
-    history.record(
-        conn,
-        "range",
-        [
-            (
-                r.range_id,
-                RangeState.FINISHED.value,
-                RangeState.DONE.value,
-                r.attempt_nr,
-                r.panda_id,
-                "accepted for merge",
-            )
-            for r in done
-        ],
-        now,
+    move_ranges(
+        conn, jobset.jobset_id, RangeState.FINISHED, RangeState.DONE, now, "accepted for merge"
     )
     create_merge_job(conn, jobset.task_id, jobset.jobset_id, 1, now)
     update_task_progress(conn, jobset.task_id, now)
@@ -300,29 +296,8 @@ def merge_succeeded(conn: Connection, job: Any, output: dict[str, Any], now: flo
     )
     if not set_jobset_state(conn, job.jobset_id, "merging", "merged", now, "merge finished"):
         return
-    merged = conn.execute(
-        update(event_ranges)
-        .where(
-            event_ranges.c.jobset_id == job.jobset_id, event_ranges.c.state == RangeState.DONE.value
-        )
-        .values(state=RangeState.MERGED.value, modified_at=now)
-        .returning(event_ranges.c.range_id, event_ranges.c.attempt_nr)
-    ).all()
-    history.record(
-        conn,
-        "range",
-        [
-            (
-                r.range_id,
-                RangeState.DONE.value,
-                RangeState.MERGED.value,
-                r.attempt_nr,
-                job.panda_id,
-                "merged",
-            )
-            for r in merged
-        ],
-        now,
+    move_ranges(
+        conn, job.jobset_id, RangeState.DONE, RangeState.MERGED, now, "merged", by=job.panda_id
     )
     update_task_progress(conn, job.task_id, now)
 
@@ -338,50 +313,29 @@ def merge_failed(conn: Connection, job: Any, max_attempts: int, now: float) -> N
         set_jobset_state(conn, job.jobset_id, "merging", "failed", now, "merge attempts used up")
         update_task_progress(conn, job.task_id, now)
         return
-    done = conn.execute(
-        select(event_ranges.c.range_id, event_ranges.c.attempt_nr).where(
-            event_ranges.c.jobset_id == job.jobset_id, event_ranges.c.state == RangeState.DONE.value
-        )
-    ).all()
-    conn.execute(
-        update(event_ranges)
-        .where(
-            event_ranges.c.jobset_id == job.jobset_id, event_ranges.c.state == RangeState.DONE.value
-        )
-        .values(
-            state=RangeState.READY.value,
-            attempt_nr=event_ranges.c.attempt_nr + 1,
-            output_path=None,
-            output_fsize=None,
-            output_adler32=None,
-            zip_id=None,
-            objstore_id=None,
-            modified_at=now,
-        )
+    move_ranges(
+        conn,
+        job.jobset_id,
+        RangeState.DONE,
+        RangeState.DISCARDED,
+        now,
+        "merge failed: output discarded",
+        by=job.panda_id,
+        output_path=None,
+        output_fsize=None,
+        output_adler32=None,
+        zip_id=None,
+        objstore_id=None,
     )
-    changes = []
-    for r in done:
-        changes.append(
-            (
-                r.range_id,
-                RangeState.DONE.value,
-                RangeState.DISCARDED.value,
-                r.attempt_nr,
-                job.panda_id,
-                "merge failed: output discarded",
-            )
-        )
-        changes.append(
-            (
-                r.range_id,
-                RangeState.DISCARDED.value,
-                RangeState.READY.value,
-                r.attempt_nr + 1,
-                None,
-                "re-processing",
-            )
-        )
-    history.record(conn, "range", changes, now)
+    move_ranges(
+        conn,
+        job.jobset_id,
+        RangeState.DISCARDED,
+        RangeState.READY,
+        now,
+        "re-processing",
+        attempt_nr=event_ranges.c.attempt_nr + 1,
+    )
     conn.execute(
         update(jobsets)
         .where(jobsets.c.jobset_id == job.jobset_id)

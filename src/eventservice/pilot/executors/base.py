@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eventservice.errors import StorageError
+from eventservice.pilot.heartbeat import Heartbeat
 from eventservice.pilot.job import InputFile, Job, QueueConfig
 from eventservice.pilot.logs import PAYLOAD_STDERR, PAYLOAD_STDOUT
 from eventservice.pilot.reports import ReportJournal
@@ -85,6 +87,30 @@ class JobResult:
         if self.cpu_seconds is not None:
             fields["cpuConsumptionTime"] = round(self.cpu_seconds, 3)
         return fields
+
+
+def job_heartbeat(
+    ctx: JobContext, progress: Callable[[], dict[str, Any]] | None = None
+) -> Heartbeat:
+    """The heartbeat thread of the context's job (updateJob every queue ``heartbeat`` s)."""
+    return Heartbeat(
+        ctx.client,
+        ctx.job.panda_id,
+        ctx.queue.heartbeat,
+        ctx.control,
+        progress=progress or (lambda: {"coreCount": ctx.cores}),
+        deadline=ctx.deadline,
+    )
+
+
+def run_with_heartbeat(ctx: JobContext, body: Callable[[JobContext], JobResult]) -> JobResult:
+    """Run ``body`` while the job's heartbeat runs."""
+    heartbeat = job_heartbeat(ctx)
+    heartbeat.start()
+    try:
+        return body(ctx)
+    finally:
+        heartbeat.stop()
 
 
 def fill_template(template: str, inputs: list[str], output: str | None) -> str:

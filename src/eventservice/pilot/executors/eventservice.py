@@ -24,8 +24,12 @@ from eventservice.pilot.channel_server import (
     RangeStarted,
     WorkerLost,
 )
-from eventservice.pilot.executors.base import JobContext, JobResult, PayloadProcess
-from eventservice.pilot.heartbeat import Heartbeat
+from eventservice.pilot.executors.base import (
+    JobContext,
+    JobResult,
+    PayloadProcess,
+    job_heartbeat,
+)
 from eventservice.pilot.stageout import StageOut
 
 log = logging.getLogger(__name__)
@@ -64,14 +68,7 @@ class EventServiceRun:
             retry_delay=ctx.options.storage_retry_delay,
             on_give_up=self._storage_gave_up,
         )
-        self.heartbeat = Heartbeat(
-            ctx.client,
-            self.job.panda_id,
-            ctx.queue.heartbeat,
-            ctx.control,
-            progress=self._progress,
-            deadline=ctx.deadline,
-        )
+        self.heartbeat = job_heartbeat(ctx, progress=self._progress)
         self.no_more = False
         self.storage_broken = False
         self.received = 0

@@ -11,30 +11,17 @@ from eventservice.pilot.executors.base import (
     JobResult,
     fill_template,
     run_command,
+    run_with_heartbeat,
     stage_in,
     stage_out_final,
 )
-from eventservice.pilot.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
 
 def run_generic(ctx: JobContext) -> JobResult:
     """Run a normal (non-ES) job; the heartbeat runs while it does."""
-    job = ctx.job
-    heartbeat = Heartbeat(
-        ctx.client,
-        job.panda_id,
-        ctx.queue.heartbeat,
-        ctx.control,
-        progress=lambda: {"coreCount": ctx.cores},
-        deadline=ctx.deadline,
-    )
-    heartbeat.start()
-    try:
-        return _run(ctx)
-    finally:
-        heartbeat.stop()
+    return run_with_heartbeat(ctx, _run)
 
 
 def _run(ctx: JobContext) -> JobResult:

@@ -18,10 +18,10 @@ from eventservice.pilot.executors.base import (
     JobResult,
     fill_template,
     run_command,
+    run_with_heartbeat,
     stage_in,
     stage_out_final,
 )
-from eventservice.pilot.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +59,7 @@ def collect_inputs(ctx: JobContext, staged: list[Path], dest: Path) -> dict[str,
 
 def run_merge(ctx: JobContext) -> JobResult:
     """Run an ES merge job; the heartbeat runs while it does."""
-    heartbeat = Heartbeat(
-        ctx.client,
-        ctx.job.panda_id,
-        ctx.queue.heartbeat,
-        ctx.control,
-        progress=lambda: {"coreCount": ctx.cores},
-        deadline=ctx.deadline,
-    )
-    heartbeat.start()
-    try:
-        return _run(ctx)
-    finally:
-        heartbeat.stop()
+    return run_with_heartbeat(ctx, _run)
 
 
 def _run(ctx: JobContext) -> JobResult:
