@@ -1,0 +1,160 @@
+"""Why an event service: the same task as ES jobs and as file-level jobs, pilots dying at random.
+
+For each mode (event service, normal file-level jobs through the generic executor) and
+each pilot lifetime (exponential with mean 30 s, 120 s, or immortal), run the task
+through ``eventservice demo`` machinery and report:
+
+- makespan against the ideal: the CPU a sequential run of the same events needs
+  (measured in this run), divided by the cores the pilots have;
+- useful CPU fraction: payload CPU that ended in the final output / CPU spent by
+  pilots and payloads (process start-up included);
+- events lost: events missing from the verified final output.
+
+Run: ``python benchmarks/preemption.py [--quick]``; writes a PNG of throughput over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from eventservice.demo import DemoConfig, run_demo
+from eventservice.payload.inputs import make_input
+from eventservice.payload.simulate import run_sequential
+
+
+def sequential_cpu(events: int, files: int, cpu_per_event: float, seed: int) -> float:
+    """CPU seconds a plain sequential run of the same inputs takes (the reference)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base, extra = divmod(events, files)
+        total = 0.0
+        for index in range(files):
+            path = Path(tmp) / f"evnt.{index}.root"
+            make_input(path, base + (index < extra), seed=seed + index)
+            start = time.process_time()
+            run_sequential(
+                str(path), str(Path(tmp) / f"hits.{index}.root"), cpu_per_event=cpu_per_event
+            )
+            total += time.process_time() - start
+        return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=6000)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--pilots", type=int, default=2)
+    parser.add_argument("--cores", type=int, default=1, help="payload workers per pilot")
+    parser.add_argument("--cpu-per-event", type=float, default=0.01)
+    parser.add_argument(
+        "--lifetimes",
+        default="none,120,30",
+        help="comma-separated mean pilot lifetimes in s; 'none' = no kills",
+    )
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--quick", action="store_true", help="a small run to check it works")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.files, args.cpu_per_event = 800, 4, 0.004
+    seed = 7
+    reference_cpu = sequential_cpu(args.events, args.files, args.cpu_per_event, seed)
+    cores = args.pilots * args.cores
+    ideal = reference_cpu / cores
+    print(
+        f"reference: sequential run {reference_cpu:.1f} CPU s; ideal makespan on {cores} "
+        f"cores {ideal:.1f} s"
+    )
+    rows = []
+    for lifetime_text in args.lifetimes.split(","):
+        lifetime = None if lifetime_text == "none" else float(lifetime_text)
+        for mode in ("es", "file"):
+            config = DemoConfig(
+                events=args.events,
+                files=args.files,
+                pilots=args.pilots,
+                cores=args.cores,
+                cpu_per_event=args.cpu_per_event,
+                mode=mode,
+                pilot_lifetime_mean=lifetime,
+                timeout=args.timeout,
+                seed=seed,
+                live=False,
+                events_per_range=5,
+            )
+            result = run_demo(config)
+            makespan = result.samples[-1][0] if result.samples else float("nan")
+            useful = result.task.get("cpuSecondsInOutput", 0.0) if result.task else 0.0
+            done = result.samples[-1][1] if result.samples else 0
+            lost = 0 if result.verified else args.events - min(done, args.events)
+            row = {
+                "mode": mode,
+                "lifetime": lifetime_text,
+                "verified": result.verified,
+                "makespan_s": round(makespan, 1),
+                "vs_ideal": round(makespan / ideal, 2),
+                "useful_cpu_fraction": round(useful / result.cpu_spent, 3)
+                if result.cpu_spent
+                else 0.0,
+                "cpu_spent_s": round(result.cpu_spent, 1),
+                "cpu_in_output_s": round(useful, 1),
+                "pilots_killed": result.pilots_killed,
+                "events_lost": lost,
+                "error": result.error,
+                "samples": result.samples,
+            }
+            rows.append(row)
+            print(
+                f"{mode:>4} lifetime={lifetime_text:>4}: makespan {makespan:6.1f} s "
+                f"({row['vs_ideal']:.2f}x ideal), useful CPU {row['useful_cpu_fraction']:.0%}"
+                f" of {result.cpu_spent:.0f} s, killed {result.pilots_killed}, "
+                f"lost {lost} events, verified {result.verified}"
+                + (f", error {result.error}" if result.error else "")
+            )
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "machine": platform.platform(),
+        "date": time.strftime("%Y-%m-%d"),
+        "reference_cpu_s": reference_cpu,
+        "ideal_s": ideal,
+        "args": vars(args) | {"out": str(args.out)},
+        "runs": rows,
+    }
+    (args.out / "preemption.json").write_text(json.dumps(summary, indent=1))
+    plot(rows, ideal, args.events, args.out / "preemption.png")
+    print(f"wrote {args.out / 'preemption.json'} and {args.out / 'preemption.png'}")
+
+
+def plot(rows: list[dict], ideal: float, events: int, path: Path) -> None:
+    """Events with stored output over time, one panel per pilot lifetime."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lifetimes = list(dict.fromkeys(row["lifetime"] for row in rows))
+    figure, axes = plt.subplots(
+        1, len(lifetimes), figsize=(5 * len(lifetimes), 4), sharey=True, squeeze=False
+    )
+    for axis, lifetime in zip(axes[0], lifetimes, strict=True):
+        for row in rows:
+            if row["lifetime"] != lifetime or not row["samples"]:
+                continue
+            times, done = zip(*row["samples"], strict=True)
+            label = "event service" if row["mode"] == "es" else "file-level jobs"
+            axis.plot(times, done, label=label)
+        axis.plot([0, ideal], [0, events], linestyle=":", color="grey", label="ideal")
+        axis.set_title("no preemption" if lifetime == "none" else f"mean lifetime {lifetime} s")
+        axis.set_xlabel("time (s)")
+        axis.legend()
+    axes[0][0].set_ylabel("events with stored output")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
