@@ -75,6 +75,8 @@ def demo(
         timeout=timeout,
     )
     result = run_demo(config)
+    if config.live:
+        console.print()  # the live view may leave its last line unterminated
     task = result.task
     if task:
         useful = task.get("cpuSecondsInOutput", 0.0)
