@@ -246,13 +246,19 @@ def finish_processing(conn: Connection, jobset: Any, now: float) -> None:
     update_task_progress(conn, jobset.task_id, now)
 
 
-def create_merge_job(
-    conn: Connection, task_id: int, jobset_id: int, attempt: int, now: float
+def create_job(
+    conn: Connection,
+    task_id: int,
+    jobset_id: int,
+    kind: JobKind,
+    attempt: int,
+    now: float,
+    reason: str,
 ) -> int:
-    """Queue a merge job (eventService=2) for a jobset's done ranges."""
+    """Queue a new activated job of a jobset, with its history row; returns its PandaID."""
     panda_id = conn.execute(
         insert(jobs)
-        .values(**new_job_row(task_id, jobset_id, JobKind.ES_MERGE, now, attempt))
+        .values(**new_job_row(task_id, jobset_id, kind, now, attempt))
         .returning(jobs.c.panda_id)
     ).scalar_one()
     history.record_one(
@@ -264,9 +270,16 @@ def create_merge_job(
         attempt_nr=attempt,
         panda_id=panda_id,
         now=now,
-        reason="merge job created",
+        reason=reason,
     )
     return panda_id
+
+
+def create_merge_job(
+    conn: Connection, task_id: int, jobset_id: int, attempt: int, now: float
+) -> int:
+    """Queue a merge job (eventService=2) for a jobset's done ranges."""
+    return create_job(conn, task_id, jobset_id, JobKind.ES_MERGE, attempt, now, "merge job created")
 
 
 def set_jobset_state(
@@ -362,25 +375,8 @@ def normal_job_ended(
         )
         set_jobset_state(conn, job.jobset_id, "running", "done", now, "normal job finished")
     elif job.attempt_nr < task_params(conn, job.task_id).maxAttempt:
-        panda_id = conn.execute(
-            insert(jobs)
-            .values(
-                **new_job_row(
-                    job.task_id, job.jobset_id, JobKind(job.kind), now, job.attempt_nr + 1
-                )
-            )
-            .returning(jobs.c.panda_id)
-        ).scalar_one()
-        history.record_one(
-            conn,
-            "job",
-            panda_id,
-            None,
-            JobState.ACTIVATED.value,
-            attempt_nr=job.attempt_nr + 1,
-            panda_id=panda_id,
-            now=now,
-            reason="retry",
+        create_job(
+            conn, job.task_id, job.jobset_id, JobKind(job.kind), job.attempt_nr + 1, now, "retry"
         )
         return
     else:
