@@ -82,20 +82,21 @@ def get_event_ranges(
     # Select (and lock) the candidates in their own statement: as a subquery of the
     # UPDATE, PostgreSQL may re-run the LIMIT/SKIP LOCKED scan per outer row and hand
     # out far more than ``n_ranges`` ranges.
-    candidates = (
-        conn.execute(
-            select(event_ranges.c.range_id)
-            .where(
-                event_ranges.c.jobset_id == job.jobset_id,
-                event_ranges.c.state == RangeState.READY.value,
-            )
-            .order_by(event_ranges.c.range_id)
-            .limit(n_ranges)
-            .with_for_update(skip_locked=True)
+    ready = (
+        select(event_ranges.c.range_id)
+        .where(
+            event_ranges.c.jobset_id == job.jobset_id,
+            event_ranges.c.state == RangeState.READY.value,
         )
-        .scalars()
-        .all()
+        .order_by(event_ranges.c.range_id)
+        .limit(n_ranges)
     )
+    candidates = conn.execute(ready.with_for_update(skip_locked=True)).scalars().all()
+    if not candidates:
+        # SKIP LOCKED also skips ready ranges that other consumers are claiming right
+        # now; an empty answer ends this consumer, so make sure it is really empty by
+        # waiting for those claims (rows no longer ready are then left out).
+        candidates = conn.execute(ready.with_for_update()).scalars().all()
     rows = conn.execute(
         update(event_ranges)
         .where(
