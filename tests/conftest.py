@@ -33,8 +33,9 @@ def _postgres_reachable() -> bool:
     except ImportError:
         return False
     try:
-        with psycopg.connect(POSTGRES_URL.replace("postgresql+psycopg", "postgresql"),
-                             connect_timeout=3):
+        with psycopg.connect(
+            POSTGRES_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3
+        ):
             return True
     except psycopg.Error:
         return False
@@ -60,7 +61,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'dispatcher.sqlite'}"
         return
-    require_service(request.getfixturevalue("postgres_available"),
-                    f"PostgreSQL at {POSTGRES_URL}")
+    require_service(request.getfixturevalue("postgres_available"), f"PostgreSQL at {POSTGRES_URL}")
     reset_postgres()
     yield POSTGRES_URL

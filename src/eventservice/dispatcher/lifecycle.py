@@ -142,7 +142,7 @@ def move_ranges(
         ],
         now,
     )
-    return moved
+    return list(moved)
 
 
 def has_ranges(conn: Connection, jobset_id: int, states: list[str]) -> bool:
@@ -386,7 +386,7 @@ def normal_job_ended(
 
 def update_task_progress(conn: Connection, task_id: int, now: float) -> None:
     """Move the task on once its jobsets have all ended (done, partial or failed)."""
-    states = dict(
+    states: dict[str, int] = dict(
         conn.execute(
             select(jobsets.c.state, func.count())
             .where(jobsets.c.task_id == task_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -24,6 +25,9 @@ from eventservice.domain.states import (
 from eventservice.errors import InvalidInput
 from eventservice.store.schema import event_ranges, input_files, jobs
 
+#: Looks again for ready ranges locked by other transactions before answering empty.
+LOCKED_RETRIES = 5
+LOCKED_RETRY_DELAY = 0.02
 #: errorCode with which a pilot hands back a range it could not finish (preempted, drained).
 PREEMPTED_ERROR_CODE = 1700
 _ADLER32 = re.compile(r"^[0-9a-f]{1,8}$")
@@ -92,11 +96,14 @@ def get_event_ranges(
         .limit(n_ranges)
     )
     candidates = conn.execute(ready.with_for_update(skip_locked=True)).scalars().all()
-    if not candidates:
-        # SKIP LOCKED also skips ready ranges that other consumers are claiming right
-        # now; an empty answer ends this consumer, so make sure it is really empty by
-        # waiting for those claims (rows no longer ready are then left out).
-        candidates = conn.execute(ready.with_for_update()).scalars().all()
+    for _ in range(LOCKED_RETRIES):
+        # SKIP LOCKED also skips ready ranges that other transactions hold right now; an
+        # empty answer ends this consumer, so look again once those commit. (Waiting on
+        # the row locks instead can deadlock with the reaper and report batches.)
+        if candidates or not lifecycle.has_ranges(conn, job.jobset_id, [RangeState.READY.value]):
+            break
+        time.sleep(LOCKED_RETRY_DELAY)
+        candidates = conn.execute(ready.with_for_update(skip_locked=True)).scalars().all()
     rows = conn.execute(
         update(event_ranges)
         .where(
@@ -111,7 +118,7 @@ def get_event_ranges(
             event_ranges.c.attempt_nr,
         )
     ).all()
-    rows.sort(key=lambda r: (r.file_id, r.start_event))
+    rows = sorted(rows, key=lambda r: (r.file_id, r.start_event))
     history.record(
         conn,
         "range",

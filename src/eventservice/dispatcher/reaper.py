@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from sqlalchemy import select, update
 
@@ -78,16 +80,14 @@ class Reaper(threading.Thread):
         lease_seconds: float,
         interval: float,
         merge_max_attempts: int,
-        clock=None,
-    ) -> None:  # type: ignore[no-untyped-def]
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(name="lease-reaper", daemon=True)
-        import time
-
         self._database = database
         self._lease = lease_seconds
         self._interval = interval
         self._merge_max_attempts = merge_max_attempts
-        self._clock = clock or time.time
+        self._clock = clock
         self._stop_event = threading.Event()
 
     def run(self) -> None:

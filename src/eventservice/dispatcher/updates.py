@@ -41,6 +41,7 @@ def apply_reports(
             applied.append(reason == "")
             errors.append(reason or None)
             continue
+        assert row is not None  # _refusal names a missing range
         values, new_state = _new_values(conn, report, row, now)
         if report.zip_file is not None and new_state == RangeState.FINISHED:
             values["zip_id"] = _zip_id(conn, report, zip_ids)
@@ -233,7 +234,7 @@ def _commands(conn: Connection, panda_ids: list[int], now: float) -> dict[str, s
     """Heartbeat the consumers named in a batch and collect their pending commands."""
     if not panda_ids:
         return {}
-    found = dict(
+    found: dict[int, str] = dict(
         conn.execute(
             update(jobs)
             .where(jobs.c.panda_id.in_(panda_ids))

@@ -7,6 +7,7 @@ is the only place that decides whether a change is allowed.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 from eventservice.errors import IllegalTransition
 
@@ -191,8 +192,11 @@ def check_transition(machine: str, current: Enum, new: Enum) -> None:
 
     ``machine`` is ``"range"``, ``"job"`` or ``"task"``.
     """
-    table: dict = {"range": RANGE_TRANSITIONS, "job": JOB_TRANSITIONS, "task": TASK_TRANSITIONS}[
-        machine
-    ]
+    tables: dict[str, Any] = {
+        "range": RANGE_TRANSITIONS,
+        "job": JOB_TRANSITIONS,
+        "task": TASK_TRANSITIONS,
+    }
+    table = tables[machine]
     if new not in table[current]:
         raise IllegalTransition(f"{machine} cannot go from {current.value} to {new.value}")

@@ -81,6 +81,19 @@ def integer(
         raise InvalidInput(f"{key} must be an integer, got {value!r}") from None
 
 
+def required_integer(fields: dict[str, Any], key: str) -> int:
+    """An integer field that must be present (StatusCode 80 when it is not)."""
+    value = integer(fields, key, required=True)
+    assert value is not None
+    return value
+
+
+def integer_or(fields: dict[str, Any], key: str, default: int) -> int:
+    """An optional integer field with a default."""
+    value = integer(fields, key, default=default)
+    return default if value is None else value
+
+
 def text(fields: dict[str, Any], key: str) -> str:
     value = fields.get(key)
     if value in (None, ""):
@@ -121,19 +134,19 @@ def build_router(dispatcher: Dispatcher) -> APIRouter:
         return {"StatusCode": OK, "jobs": found} if found else {"StatusCode": NO_JOBS}
 
     def update_job(fields: dict[str, Any]) -> dict[str, Any]:
-        panda_id = integer(fields, "jobId", required=True)
+        panda_id = required_integer(fields, "jobId")
         command = dispatcher.update_job(panda_id, text(fields, "state"), fields)
         return {"StatusCode": OK, "command": command}
 
     def ids(fields: dict[str, Any]) -> tuple[int, int | None, int | None]:
         return (
-            integer(fields, "pandaID", required=True),
+            required_integer(fields, "pandaID"),
             integer(fields, "jobsetID"),
             integer(fields, "taskID"),
         )
 
     def get_event_ranges(fields: dict[str, Any]) -> dict[str, Any]:
-        n_ranges = integer(fields, "nRanges", default=10)
+        n_ranges = integer_or(fields, "nRanges", 10)
         ranges = dispatcher.get_event_ranges(*ids(fields), n_ranges)
         return {"StatusCode": OK, "eventRanges": ranges}
 
@@ -146,7 +159,7 @@ def build_router(dispatcher: Dispatcher) -> APIRouter:
                 raw = json.loads(raw)
             except json.JSONDecodeError:
                 raise InvalidInput("eventRanges is not valid JSON") from None
-        result = dispatcher.update_event_ranges(raw, integer(fields, "version", default=0))
+        result = dispatcher.update_event_ranges(raw, integer_or(fields, "version", 0))
         return {"StatusCode": OK, **result}
 
     def update_event_range(fields: dict[str, Any]) -> dict[str, Any]:
