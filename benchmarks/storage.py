@@ -26,7 +26,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,74 +35,27 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from eventservice.storage import StorageRouter, make_bundle
+from tests.servers import moto_process, xrootd_process  # noqa: E402
+
+from eventservice.storage import StorageRouter, make_bundle  # noqa: E402  (after sys.path)
 
 MB = 1_000_000
 BUCKET = "bench"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port} after {seconds} s")
-
-
 @contextmanager
 def moto_server() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with moto_process() as endpoint:
+        yield endpoint
 
 
 @contextmanager
 def xrootd_server() -> Iterator[tuple[int, Path]]:
-    base = Path(tempfile.mkdtemp(prefix="bench-xrootd-"))
-    export, admin = base / "export", base / "admin"
-    (export / "data").mkdir(parents=True)
-    admin.mkdir()
-    config = base / "xrootd.cfg"
-    config.write_text(
-        f"all.export /data\noss.localroot {export}\nxrootd.chksum adler32\n"
-        f"all.adminpath {admin}\nall.pidpath {admin}\n"
-    )
-    command = ["xrootd", "-c", str(config), "-l", str(base / "log"), "-n", "bench"]
-    if os.geteuid() == 0:
-        for path in (base, export, export / "data", admin):
-            shutil.chown(path, "nobody")
-        command += ["-R", "nobody"]
-    port = free_port()
-    process = subprocess.Popen([*command, "-p", str(port)], cwd=base)
-    try:
-        wait_port(port, process)
+    with xrootd_process("bench-xrootd-") as (port, export):
         yield port, export / "data"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def make_files(directory: Path, count: int, size: int, tag: str) -> list[Path]:

@@ -16,13 +16,6 @@ A server that cannot start skips its tests locally and fails them in CI
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,42 +25,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_service
+from tests.servers import ServerUnavailable, free_port, moto_process, xrootd_process
 
 S3_BUCKET = "eventservice-test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def closed_port() -> int:
     """A loopback port that nothing listens on (bound and released)."""
     return free_port()
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @dataclass
@@ -112,61 +77,30 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def xrootd_server() -> Iterator[XRootDServer | None]:
-    binary = shutil.which("xrootd")
-    if binary is None:
-        yield None
-        return
-    # Not under pytest's tmp_path: its parents are private to the test user, and the
-    # server runs as nobody.
-    base = Path(tempfile.mkdtemp(prefix="eventservice-xrootd-"))
-    export, admin = base / "export", base / "admin"
-    (export / "data").mkdir(parents=True)
-    admin.mkdir()
-    config = base / "xrootd.cfg"
-    config.write_text(
-        f"all.export /data\noss.localroot {export}\nxrootd.chksum adler32\n"
-        f"all.adminpath {admin}\nall.pidpath {admin}\n"
-    )
-    command = [binary, "-c", str(config), "-l", str(base / "xrootd.log"), "-n", "estest"]
-    if os.geteuid() == 0:
-        shutil.chown(base, "nobody")
-        for path in (export, export / "data", admin):
-            shutil.chown(path, "nobody")
-        command += ["-R", "nobody"]
-    port = free_port()
-    process = subprocess.Popen(
-        [*command, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=base
-    )
     try:
-        yield XRootDServer(port, export) if _wait_for_port(port, process, 20) else None
-    finally:
-        _stop(process)
-        shutil.rmtree(base, ignore_errors=True)
+        with xrootd_process("eventservice-xrootd-") as (port, export):
+            yield XRootDServer(port, export)
+            return
+    except ServerUnavailable:
+        pass
+    yield None
 
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server | None]:
     try:
         import boto3  # noqa: F401
-        import moto.server  # noqa: F401
     except ImportError:
         yield None
         return
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3", "MOTO_PORT": str(port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
     try:
-        if not _wait_for_port(port, process, 30):
-            yield None
+        # The first three requests (user, key, policy) may go unauthenticated.
+        with moto_process({"INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as endpoint:
+            yield _s3_account(endpoint)
             return
-        yield _s3_account(f"http://127.0.0.1:{port}")
-    finally:
-        _stop(process)
+    except ServerUnavailable:
+        pass
+    yield None
 
 
 def _s3_account(endpoint_url: str) -> S3Server:
