@@ -32,6 +32,31 @@ def es_command(mode: str = "ok") -> str:
     return f"{PYTHON} {ES_PAYLOAD} {mode}"
 
 
+MERGE = "cat {inputs} > {output}"
+
+
+def es_task(
+    dispatcher: DispatcherProcess,
+    input_file: Path,
+    n_events: int = 20,
+    per_worker: int = 2,
+    mode: str = "ok",
+    **params,
+) -> int:
+    """Submit a one-jobset ES task over ``input_file`` run by the test payload in ``mode``."""
+    return dispatcher.submit(
+        [{"url": str(input_file), "nEvents": n_events}],
+        transformation=es_command(mode),
+        mergeTransformation=MERGE,
+        params={
+            "nEventsPerJob": n_events,
+            "nEventsPerWorker": per_worker,
+            "esFraction": 1.0,
+            **params,
+        },
+    )
+
+
 class DispatcherProcess:
     """``eventservice server`` in a subprocess on a free loopback port."""
 

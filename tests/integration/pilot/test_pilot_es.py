@@ -5,30 +5,12 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from tests.integration.pilot.conftest import PilotProcess, es_command, run_pilot, storages
-
-MERGE = "cat {inputs} > {output}"
-
-
-def es_task(
-    dispatcher,
-    input_file: Path,
-    n_events: int = 20,
-    per_worker: int = 2,
-    mode: str = "ok",
-    **params,
-) -> int:
-    return dispatcher.submit(
-        [{"url": str(input_file), "nEvents": n_events}],
-        transformation=es_command(mode),
-        mergeTransformation=MERGE,
-        params={
-            "nEventsPerJob": n_events,
-            "nEventsPerWorker": per_worker,
-            "esFraction": 1.0,
-            **params,
-        },
-    )
+from tests.integration.pilot.conftest import (
+    PilotProcess,
+    es_task,
+    run_pilot,
+    storages,
+)
 
 
 def test_es_job_streams_ranges_and_merge_job_completes_the_task(

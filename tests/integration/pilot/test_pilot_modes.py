@@ -14,6 +14,7 @@ from tests.integration.pilot.conftest import (
     DispatcherProcess,
     PilotProcess,
     es_command,
+    es_task,
     run_pilot,
     storages,
 )
@@ -89,12 +90,7 @@ def test_reports_survive_a_dispatcher_restart(stores, input_file, tmp_path):
         dispatcher.add_queue(
             "Q", corecount=2, zip_time_gap=0, heartbeat=1, storages=storages(stores)
         )
-        task_id = dispatcher.submit(
-            [{"url": str(input_file), "nEvents": 20}],
-            transformation=es_command("sleep"),
-            mergeTransformation="cat {inputs} > {output}",
-            params={"nEventsPerJob": 20, "nEventsPerWorker": 1, "esFraction": 1.0},
-        )
+        task_id = es_task(dispatcher, input_file, n_events=20, per_worker=1, mode="sleep")
         pilot = PilotProcess(
             dispatcher.url, "Q", tmp_path / "pilot", "--cores", "2", env={"PAYLOAD_SLEEP": "0.3"}
         )
@@ -193,12 +189,7 @@ def test_reports_left_on_disk_are_sent_by_the_next_pilot(stores, input_file, tmp
         dispatcher.add_queue(
             "Q", corecount=2, zip_time_gap=0, heartbeat=1, storages=storages(stores)
         )
-        task_id = dispatcher.submit(
-            [{"url": str(input_file), "nEvents": 16}],
-            transformation=es_command("sleep"),
-            mergeTransformation="cat {inputs} > {output}",
-            params={"nEventsPerJob": 16, "nEventsPerWorker": 1, "esFraction": 1.0},
-        )
+        task_id = es_task(dispatcher, input_file, n_events=16, per_worker=1, mode="sleep")
         workdir = tmp_path / "pilot"
         first = PilotProcess(
             dispatcher.url,

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from tests.integration.pilot.conftest import PilotProcess, es_command, storages
-
-
-def slow_task(dispatcher, input_file, n_events: int = 40) -> int:
-    return dispatcher.submit(
-        [{"url": str(input_file), "nEvents": n_events}],
-        transformation=es_command("sleep"),
-        mergeTransformation="cat {inputs} > {output}",
-        params={"nEventsPerJob": n_events, "nEventsPerWorker": 1, "esFraction": 1.0},
-    )
+from tests.integration.pilot.conftest import PilotProcess, es_task, storages
 
 
 def states(dispatcher, task_id):
@@ -24,7 +15,7 @@ def test_sigterm_drains_releases_in_flight_and_reports_finished(
     dispatcher, stores, input_file, tmp_path
 ):
     dispatcher.add_queue("Q", corecount=2, zip_time_gap=0, heartbeat=1, storages=storages(stores))
-    task_id = slow_task(dispatcher, input_file)
+    task_id = es_task(dispatcher, input_file, n_events=40, per_worker=1, mode="sleep")
     pilot = PilotProcess(
         dispatcher.url,
         "Q",
@@ -55,7 +46,7 @@ def test_sigterm_drains_releases_in_flight_and_reports_finished(
 
 def test_sigkill_ranges_come_back_after_the_lease(dispatcher, stores, input_file, tmp_path):
     dispatcher.add_queue("Q", corecount=2, zip_time_gap=0, heartbeat=1, storages=storages(stores))
-    task_id = slow_task(dispatcher, input_file, n_events=12)
+    task_id = es_task(dispatcher, input_file, n_events=12, per_worker=1, mode="sleep")
     first = PilotProcess(
         dispatcher.url, "Q", tmp_path / "p1", "--cores", "2", env={"PAYLOAD_SLEEP": "1"}
     )
@@ -80,7 +71,7 @@ def test_sigkill_ranges_come_back_after_the_lease(dispatcher, stores, input_file
 
 def test_softkill_command_drains_the_job(dispatcher, stores, input_file, tmp_path):
     dispatcher.add_queue("Q", corecount=2, zip_time_gap=0, heartbeat=1, storages=storages(stores))
-    task_id = slow_task(dispatcher, input_file)
+    task_id = es_task(dispatcher, input_file, n_events=40, per_worker=1, mode="sleep")
     pilot = PilotProcess(
         dispatcher.url,
         "Q",
