@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from typing import Any
@@ -181,7 +182,7 @@ def add_queue(
     exists = conn.execute(select(queues.c.name).where(queues.c.name == name)).first()
     if exists and not replace:
         raise Conflict(f"queue {name!r} already exists")
-    payload = json.dumps(params.asdict() | {"effective_zip_time_gap": None})
+    payload = json.dumps(dataclasses.asdict(params))  # stored without derived fields
     if exists:
         conn.execute(update(queues).where(queues.c.name == name).values(params=payload))
     else:
@@ -199,9 +200,7 @@ def load_queue(conn: Connection, name: str) -> QueueParams:
     row = conn.execute(select(queues.c.params).where(queues.c.name == name)).first()
     if row is None:
         raise NotFound(f"unknown queue {name!r}")
-    data = json.loads(row.params)
-    data.pop("effective_zip_time_gap", None)
-    return QueueParams.from_mapping(data)
+    return QueueParams.from_mapping(json.loads(row.params))
 
 
 def describe_queue(conn: Connection, name: str) -> dict[str, Any]:
