@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-console = Console(soft_wrap=True)
+from eventservice.cli.output import console
 
 
 def demo(
@@ -44,17 +43,17 @@ def demo(
         try:
             start, duration = (float(x) for x in storage_outage.split(":"))
         except ValueError:
-            console.print(
+            console().print(
                 f"[red]error:[/red] --storage-outage {storage_outage!r}: "
                 "expected START:DURATION in seconds"
             )
             raise typer.Exit(2) from None
         outage = (start, duration)
     if mode not in ("es", "file"):
-        console.print(f"[red]error:[/red] --mode must be es or file, not {mode!r}")
+        console().print(f"[red]error:[/red] --mode must be es or file, not {mode!r}")
         raise typer.Exit(2)
     if files > events:
-        console.print("[red]error:[/red] --files must not exceed --events")
+        console().print("[red]error:[/red] --files must not exceed --events")
         raise typer.Exit(2)
     config = DemoConfig(
         events=events,
@@ -76,30 +75,30 @@ def demo(
     )
     result = run_demo(config)
     if config.live:
-        console.print()  # the live view may leave its last line unterminated
+        console().print()  # the live view may leave its last line unterminated
     task = result.task
     if task:
         useful = task.get("cpuSecondsInOutput", 0.0)
-        console.print(
+        console().print(
             f"[bold]events[/bold] {task['nEvents']}  [bold]ranges[/bold] "
             f"{sum(task['ranges'].values())}  [bold]attempts[/bold] {task.get('attempts')}  "
             f"[bold]re-dispatched[/bold] {task.get('rangesRedispatched')}  "
             f"[bold]pilots[/bold] {result.pilots_started} started, {result.pilots_killed} killed"
         )
         share = f" ({useful / result.cpu_spent:.0%})" if result.cpu_spent else ""
-        console.print(
+        console().print(
             f"[bold]CPU spent[/bold] {result.cpu_spent:.1f} s (pilots and payloads)  "
             f"[bold]CPU in output[/bold] {useful:.1f} s{share}  "
             f"[bold]wall[/bold] {result.wall_seconds:.1f} s"
         )
     for note in result.notes:
-        console.print(f"[dim]{note}[/dim]")
+        console().print(f"[dim]{note}[/dim]")
     if result.verify_summary:
-        console.print(f"[bold]verification[/bold]: {result.verify_summary}")
+        console().print(f"[bold]verification[/bold]: {result.verify_summary}")
     if result.workdir is not None:
-        console.print(f"work directory kept: {result.workdir}")
+        console().print(f"work directory kept: {result.workdir}")
     if result.error:
-        console.print(f"[red]error:[/red] {result.error}")
+        console().print(f"[red]error:[/red] {result.error}")
     raise typer.Exit(0 if result.ok else 1)
 
 

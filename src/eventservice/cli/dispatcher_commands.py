@@ -7,16 +7,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from eventservice.cli.output import console, err_console
 from eventservice.errors import EventServiceError
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
-console = Console()
-err_console = Console(stderr=True)
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 queue_app = typer.Typer(help="Queues: where pilots run.", no_args_is_help=True)
@@ -29,12 +25,14 @@ ServerOption = typer.Option(
 
 
 def fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}")
+    err_console().print(f"[red]error:[/red] {message}")
     return typer.Exit(1)
 
 
 def request(server: str, method: str, path: str, **kwargs: Any) -> Any:
     """Call /api/v1 and return the JSON answer; exit with the server's message on errors."""
+    import httpx
+
     try:
         response = httpx.request(
             method, server.rstrip("/") + "/api/v1" + path, timeout=60, **kwargs
@@ -107,7 +105,7 @@ def db_upgrade(db: str = typer.Option(..., "--db", envvar="EVENTSERVICE_DB")) ->
         Database(db).upgrade()
     except EventServiceError as exc:
         raise fail(str(exc)) from None
-    console.print("schema is up to date")
+    console().print("schema is up to date")
 
 
 @queue_app.command("add")
@@ -145,18 +143,20 @@ def queue_add(
     result = request(
         server_url, "POST", "/queues", json=body, params={"replace": str(replace).lower()}
     )
-    console.print_json(json.dumps(result))
+    console().print_json(json.dumps(result))
 
 
 @queue_app.command("show")
 def queue_show(name: str, server_url: str = ServerOption) -> None:
     """Print a queue's definition."""
-    console.print_json(json.dumps(request(server_url, "GET", f"/queues/{name}")))
+    console().print_json(json.dumps(request(server_url, "GET", f"/queues/{name}")))
 
 
 @queue_app.command("list")
 def queue_list(server_url: str = ServerOption) -> None:
     """List queues."""
+    from rich.table import Table
+
     table = Table("name", "corecount", "jobseed", "pledgedcpu", "storages")
     for q in request(server_url, "GET", "/queues"):
         table.add_row(
@@ -166,7 +166,7 @@ def queue_list(server_url: str = ServerOption) -> None:
             str(q["pledgedcpu"]),
             ", ".join(f"{a}={'|'.join(u)}" for a, u in q["storages"].items()),
         )
-    console.print(table)
+    console().print(table)
 
 
 @task_app.command("submit")
@@ -213,7 +213,7 @@ def task_submit(
     if params:
         body["params"] = params
     result = request(server_url, "POST", "/tasks", json=body)
-    console.print(result["taskID"])
+    console().print(result["taskID"])
 
 
 @task_app.command("status")
@@ -225,26 +225,30 @@ def task_status(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    console.print(
+    console().print(
         f"task {summary['taskID']} [bold]{summary['name']}[/bold]: "
         f"{summary['state']}, {summary['nEvents']} events"
     )
+    from rich.table import Table
+
     for what in ("ranges", "jobs", "jobsets"):
         table = Table(title=what, show_header=True)
         counts = summary[what]
         for state in counts:
             table.add_column(state)
         table.add_row(*(str(v) for v in counts.values()))
-        console.print(table)
+        console().print(table)
 
 
 @task_app.command("list")
 def task_list(server_url: str = ServerOption) -> None:
     """List tasks."""
+    from rich.table import Table
+
     table = Table("taskID", "name", "state", "events")
     for t in request(server_url, "GET", "/tasks"):
         table.add_row(str(t["taskID"]), t["name"], t["state"], str(t["nEvents"]))
-    console.print(table)
+    console().print(table)
 
 
 @job_app.command("kill")
@@ -256,7 +260,7 @@ def job_kill(
     """Tell a job's pilot to stop (or drain with --soft) at its next contact."""
     command = "softkill" if soft else "tobekilled"
     request(server_url, "POST", f"/jobs/{panda_id}/command", json={"command": command})
-    console.print(f"job {panda_id}: {command}")
+    console().print(f"job {panda_id}: {command}")
 
 
 def register(app: typer.Typer) -> None:
