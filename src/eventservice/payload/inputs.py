@@ -164,6 +164,26 @@ class InputFile:
 
     def read_range(self, first: int, last: int) -> tuple[np.ndarray, ak.Array]:
         """Event numbers and particles of entries ``first..last`` (inclusive)."""
+        arrays = self._read(first, last)
+        particles = ak.zip({f: arrays[f"particle_{f}"] for f in PARTICLE_FIELDS})
+        return ak.to_numpy(arrays["eventNumber"]).astype(np.int64), particles
+
+    def read_flat(
+        self, first: int, last: int
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Entries ``first..last`` as numpy: event numbers, particles per event, and
+        each particle field flattened over the events.
+
+        The same data as :meth:`read_range` without building awkward records, which
+        costs more than the read itself for a range of a few events.
+        """
+        arrays = self._read(first, last)
+        parts = {name: _jagged_parts(arrays[f"particle_{name}"]) for name in PARTICLE_FIELDS}
+        counts = parts[PARTICLE_FIELDS[0]][0]
+        flat = {name: values for name, (_, values) in parts.items()}
+        return ak.to_numpy(arrays["eventNumber"]).astype(np.int64), counts, flat
+
+    def _read(self, first: int, last: int) -> dict[str, ak.Array]:
         if first < 0 or last < first or last >= self.n_events:
             raise PayloadError(
                 f"range {first}-{last} is outside {self.url}, which has entries"
@@ -171,13 +191,14 @@ class InputFile:
             )
         branches = ["eventNumber", *(f"particle_{f}" for f in PARTICLE_FIELDS)]
         try:
-            arrays = self.tree.arrays(branches, entry_start=first, entry_stop=last + 1)
+            arrays: dict[str, ak.Array] = self.tree.arrays(
+                branches, entry_start=first, entry_stop=last + 1, how=dict
+            )
         except Exception as exc:
             raise PayloadError(
                 f"corrupt input {self.url}: cannot read entries {first}-{last}: {_describe(exc)}"
             ) from exc
-        particles = ak.zip({f: arrays[f"particle_{f}"] for f in PARTICLE_FIELDS})
-        return ak.to_numpy(arrays["eventNumber"]).astype(np.int64), particles
+        return arrays
 
     def close(self) -> None:
         """Release the underlying file."""
@@ -188,6 +209,17 @@ class InputFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _jagged_parts(array: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths per entry and flat contents of a jagged numeric array."""
+    layout = array.layout
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(
+        layout.content, ak.contents.NumpyArray
+    ):
+        offsets = np.asarray(layout.offsets.data)
+        return np.diff(offsets), np.asarray(layout.content.data)[offsets[0] : offsets[-1]]
+    return ak.to_numpy(ak.num(array, axis=1)), ak.to_numpy(ak.flatten(array, axis=1))
 
 
 def read_input_metadata(url_or_path: str) -> tuple[str, int]:

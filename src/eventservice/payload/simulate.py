@@ -12,13 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import awkward as ak
 import numpy as np
 
 from eventservice.errors import PayloadError
 from eventservice.payload.channel import ChannelClient
 from eventservice.payload.columns import Columns, write_tree_file
-from eventservice.payload.inputs import PARTICLE_FIELDS, InputFile
+from eventservice.payload.inputs import InputFile
 from eventservice.payload.outputs import GUID_KEY, TREE, hits_columns
 from eventservice.payload.simulation import EventHits, simulate_event
 from eventservice.payload.workers import RangeError, serve_ranges
@@ -51,9 +50,7 @@ class Simulator:
 
     def simulate(self, source: InputFile, first: int, last: int) -> list[EventHits]:
         """Simulate entries ``first..last`` of ``source``."""
-        numbers, particles = source.read_range(first, last)
-        counts = ak.to_numpy(ak.num(particles, axis=1))
-        flat = {f: ak.to_numpy(ak.flatten(particles[f], axis=1)) for f in PARTICLE_FIELDS}
+        numbers, counts, flat = source.read_flat(first, last)
         bounds = np.concatenate([[0], np.cumsum(counts)])
         return [
             simulate_event(
