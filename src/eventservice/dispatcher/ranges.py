@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from eventservice.dispatcher import fields, history, lifecycle
+from eventservice.dispatcher import fields, lifecycle
 from eventservice.dispatcher.jobs import load_job
 from eventservice.domain.ids import EventRangeID
 from eventservice.domain.states import (
@@ -23,7 +23,8 @@ from eventservice.domain.states import (
     RangeState,
 )
 from eventservice.errors import InvalidInput
-from eventservice.store.schema import event_ranges, input_files, jobs
+from eventservice.store.driver import Driver
+from eventservice.store.schema import event_ranges, input_files
 
 #: Looks again for ready ranges locked by other transactions before answering empty.
 LOCKED_RETRIES = 5
@@ -70,6 +71,115 @@ def _may_consume(job: Any) -> bool:
     )
 
 
+_ACTIVE = tuple(sorted(s.value for s in ACTIVE_JOB_STATES))
+_ES = int(JobKind.EVENT_SERVICE)
+#: Heartbeat a consumer that may take ranges; no row for any other job.
+_SQLITE_HEARTBEAT = (
+    "UPDATE jobs SET heartbeat_at = ? WHERE panda_id = ? AND kind = ? AND command = ?"
+    f" AND state IN ({', '.join('?' for _ in _ACTIVE)}) RETURNING task_id, jobset_id"
+)
+#: SQLite has one writer at a time, so the LIMIT subquery cannot race.
+_SQLITE_CLAIM = (
+    "UPDATE event_ranges SET state = 'sent', panda_id = ?, modified_at = ?"
+    " WHERE range_id IN (SELECT range_id FROM event_ranges WHERE jobset_id = ?"
+    " AND state = 'ready' ORDER BY range_id LIMIT ?) AND state = 'ready'"
+    " RETURNING range_id, file_id, start_event, last_event, attempt_nr"
+)
+_SQLITE_SENT_HISTORY = (
+    "INSERT INTO history (entity, entity_id, from_state, to_state, attempt_nr, panda_id, at)"
+    " VALUES ('range', ?, 'ready', 'sent', ?, ?, ?)"
+)
+#: Claim and history in one statement. The candidates are a MATERIALIZED CTE: as a plain
+#: subquery of the UPDATE, PostgreSQL may re-run the LIMIT/SKIP LOCKED scan per outer
+#: row and hand out far more than ``n`` ranges.
+_PG_SEND = """
+picked AS MATERIALIZED (
+    SELECT r.range_id FROM event_ranges r
+    WHERE r.jobset_id = {jobset} AND r.state = 'ready'
+    ORDER BY r.range_id LIMIT %(n)s
+    FOR UPDATE OF r SKIP LOCKED
+), sent AS (
+    UPDATE event_ranges r SET state = 'sent', panda_id = %(pid)s, modified_at = %(now)s
+    FROM picked WHERE r.range_id = picked.range_id AND r.state = 'ready'
+    RETURNING r.range_id, r.file_id, r.start_event, r.last_event, r.attempt_nr
+), logged AS (
+    INSERT INTO history (entity, entity_id, from_state, to_state, attempt_nr, panda_id, at)
+    SELECT 'range', range_id, 'ready', 'sent', attempt_nr, %(pid)s, %(now)s
+    FROM sent ORDER BY file_id, start_event
+)
+"""
+#: Heartbeat first (the job row is locked before any range: the lock order of the reaper
+#: and of updateEventRanges), then the claim, in one round trip.
+_PG_CLAIM = (
+    """
+WITH job AS (
+    UPDATE jobs SET heartbeat_at = %(now)s
+    WHERE panda_id = %(pid)s AND kind = %(kind)s AND command = %(none)s
+      AND state = ANY(%(active)s)
+    RETURNING task_id, jobset_id
+),"""
+    + _PG_SEND.format(jobset="(SELECT jobset_id FROM job)")
+    + """
+SELECT job.task_id, job.jobset_id,
+       sent.range_id, sent.file_id, sent.start_event, sent.last_event, sent.attempt_nr
+FROM job LEFT JOIN sent ON true
+"""
+)
+#: Looking again, without a second heartbeat: updating the job row twice in one
+#: transaction makes PostgreSQL re-check its foreign keys (a KEY SHARE lock on the
+#: jobset), and two such requests deadlock in refresh_jobset's FOR UPDATE.
+_PG_CLAIM_MORE = (
+    "WITH"
+    + _PG_SEND.format(jobset="%(jobset)s")
+    + "SELECT range_id, file_id, start_event, last_event, attempt_nr FROM sent"
+)
+
+
+def _position(row: Any) -> tuple[int, int]:
+    return row[1], row[2]  # (file_id, start_event): the order ranges are answered in
+
+
+def _claim(
+    db: Driver, panda_id: int, n_ranges: int, now: float
+) -> tuple[int, int, list[Any]] | None:
+    """Heartbeat a consumer and lease it up to ``n_ranges`` ready ranges (with history).
+
+    ``(taskID, jobsetID, [(range_id, file_id, start, last, attempt), ...])``, or ``None``
+    (nothing changed) when the job is unknown or may not take ranges now.
+    """
+    if db.is_postgresql:
+        found = db.rows(
+            _PG_CLAIM,
+            {
+                "now": now,
+                "pid": panda_id,
+                "kind": _ES,
+                "none": Command.NONE.value,
+                "active": list(_ACTIVE),
+                "n": n_ranges,
+            },
+        )
+        if not found:
+            return None
+        rows = sorted((row[2:] for row in found if row[2] is not None), key=_position)
+        return found[0][0], found[0][1], rows
+    job = db.rows(_SQLITE_HEARTBEAT, (now, panda_id, _ES, Command.NONE.value, *_ACTIVE))
+    if not job:
+        return None
+    task_id, jobset_id = job[0]
+    return task_id, jobset_id, _claim_more(db, panda_id, jobset_id, n_ranges, now)
+
+
+def _claim_more(db: Driver, panda_id: int, jobset_id: int, n_ranges: int, now: float) -> list[Any]:
+    """Lease ready ranges of a jobset to a consumer already heartbeaten (with history)."""
+    if db.is_postgresql:
+        params = {"pid": panda_id, "jobset": jobset_id, "n": n_ranges, "now": now}
+        return sorted(db.rows(_PG_CLAIM_MORE, params), key=_position)
+    rows = sorted(db.rows(_SQLITE_CLAIM, (panda_id, now, jobset_id, n_ranges)), key=_position)
+    db.many(_SQLITE_SENT_HISTORY, [(r[0], r[4], panda_id, now) for r in rows])
+    return rows
+
+
 def get_event_ranges(
     conn: Connection,
     panda_id: int,
@@ -78,75 +188,42 @@ def get_event_ranges(
     n_ranges: int,
     now: float,
 ) -> list[dict[str, Any]]:
-    """Lease up to ``n_ranges`` ready ranges of the consumer's jobset, in one statement."""
-    job = _consumer(conn, panda_id, jobset_id, task_id)
-    if not _may_consume(job):
-        return []
-    conn.execute(update(jobs).where(jobs.c.panda_id == panda_id).values(heartbeat_at=now))
-    # Select (and lock) the candidates in their own statement: as a subquery of the
-    # UPDATE, PostgreSQL may re-run the LIMIT/SKIP LOCKED scan per outer row and hand
-    # out far more than ``n_ranges`` ranges.
-    ready = (
-        select(event_ranges.c.range_id)
-        .where(
-            event_ranges.c.jobset_id == job.jobset_id,
-            event_ranges.c.state == RangeState.READY.value,
-        )
-        .order_by(event_ranges.c.range_id)
-        .limit(n_ranges)
-    )
-    candidates = conn.execute(ready.with_for_update(skip_locked=True)).scalars().all()
+    """Lease up to ``n_ranges`` ready ranges of the consumer's jobset."""
+    db = Driver(conn)
+    claimed = _claim(db, panda_id, n_ranges, now)
+    if claimed is None:
+        # Unknown (NotFound), another jobset or task (InvalidInput), or a job that may not
+        # take ranges now: answered as before, with nothing changed.
+        job = _consumer(conn, panda_id, jobset_id, task_id)
+        if not _may_consume(job):
+            return []
+        claimed = _claim(db, panda_id, n_ranges, now)  # it became a consumer meanwhile
+        if claimed is None:
+            return []
+    job_task, job_jobset, rows = claimed
+    # Checked after the claim: raising rolls the whole transaction back.
+    if jobset_id is not None and job_jobset != jobset_id:
+        raise InvalidInput(f"PandaID {panda_id} belongs to jobset {job_jobset}, not {jobset_id}")
+    if task_id is not None and job_task != task_id:
+        raise InvalidInput(f"PandaID {panda_id} belongs to task {job_task}, not {task_id}")
     for _ in range(LOCKED_RETRIES):
         # SKIP LOCKED also skips ready ranges that other transactions hold right now; an
         # empty answer ends this consumer, so look again once those commit. (Waiting on
         # the row locks instead can deadlock with the reaper and report batches.)
-        if candidates or not lifecycle.has_ranges(conn, job.jobset_id, [RangeState.READY.value]):
+        if rows or not lifecycle.has_ranges(conn, job_jobset, [RangeState.READY.value]):
             break
         time.sleep(LOCKED_RETRY_DELAY)
-        candidates = conn.execute(ready.with_for_update(skip_locked=True)).scalars().all()
-    rows = conn.execute(
-        update(event_ranges)
-        .where(
-            event_ranges.c.range_id.in_(candidates), event_ranges.c.state == RangeState.READY.value
-        )
-        .values(state=RangeState.SENT.value, panda_id=panda_id, modified_at=now)
-        .returning(
-            event_ranges.c.range_id,
-            event_ranges.c.file_id,
-            event_ranges.c.start_event,
-            event_ranges.c.last_event,
-            event_ranges.c.attempt_nr,
-        )
-    ).all()
-    rows = sorted(rows, key=lambda r: (r.file_id, r.start_event))
-    history.record(
-        conn,
-        "range",
-        [
-            (
-                r.range_id,
-                RangeState.READY.value,
-                RangeState.SENT.value,
-                r.attempt_nr,
-                panda_id,
-                None,
-            )
-            for r in rows
-        ],
-        now,
-    )
+        rows = _claim_more(db, panda_id, job_jobset, n_ranges, now)
     if len(rows) < n_ranges:
-        lifecycle.refresh_jobset(conn, job.jobset_id, now)
+        lifecycle.refresh_jobset(conn, job_jobset, now)
     answer = []
-    for r in rows:
-        infile = _input_file(conn, r.file_id)
+    for _range_id, file_id, start_event, last_event, attempt_nr in rows:
+        infile = _input_file(conn, file_id)
         answer.append(
             {
-                "eventRangeID": str(
-                    EventRangeID(job.task_id, panda_id, r.file_id, r.start_event, r.attempt_nr)
-                ),
-                "startEvent": r.start_event,
-                "lastEvent": r.last_event,
+                "eventRangeID": f"{job_task}-{panda_id}-{file_id}-{start_event}-{attempt_nr}",
+                "startEvent": start_event,
+                "lastEvent": last_event,
                 "LFN": infile.lfn,
                 "GUID": infile.guid,
                 "scope": infile.scope,

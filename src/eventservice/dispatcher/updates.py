@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Float, Integer, String, insert, select
 from sqlalchemy.engine import Connection
 
-from eventservice.dispatcher import history, lifecycle
+from eventservice.dispatcher import lifecycle
 from eventservice.dispatcher.ranges import _STATUS_TO_STATE, PREEMPTED_ERROR_CODE, RangeReport
 from eventservice.domain.states import Command, RangeState, range_transition_allowed
 from eventservice.errors import Conflict
+from eventservice.store.driver import Driver
 from eventservice.store.schema import event_ranges, jobs, zip_files
+
+
+class _Range(NamedTuple):
+    """The columns of a reported range that the guards and transitions read."""
+
+    range_id: int
+    task_id: int
+    jobset_id: int
+    file_id: int
+    start_event: int
+    state: str
+    attempt_nr: int
+    failures: int
+    panda_id: int | None
+
+
+_RANGE_COLUMNS = ", ".join(_Range._fields)
+_HISTORY_COLUMNS = "entity, entity_id, from_state, to_state, attempt_nr, panda_id, at, reason"
+#: One history row per change: (range_id, from, to, attempt_nr, panda_id, reason).
+Change = tuple[int, str | None, str, int | None, int | None, str | None]
 
 
 def apply_reports(
@@ -22,15 +44,16 @@ def apply_reports(
     Returns per-report ``applied`` flags and refusal reasons, and the command for
     each consumer named in the batch.
     """
+    db = Driver(conn)
     # Lock order everywhere: jobs, then ranges, then jobsets (the reaper does the same),
     # so concurrent dispatcher processes cannot deadlock on PostgreSQL.
-    commands = _commands(conn, sorted({r.range_id.panda_id for r in reports}), now)
-    rows = _lock_rows(conn, reports)
+    commands = _commands(db, sorted({r.range_id.panda_id for r in reports}), now)
+    rows = _lock_rows(db, reports)
     zip_ids: dict[tuple[int, str], int] = {}
     applied: list[bool] = []
     errors: list[str | None] = []
-    changes: list[tuple[int, str | None, str, int | None, int | None, str | None]] = []
-    pending: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    changes: list[Change] = []
+    pending: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
     touched: set[int] = set()
     returned: set[int] = set()
     for report in reports:
@@ -46,12 +69,7 @@ def apply_reports(
         if report.zip_file is not None and new_state == RangeState.FINISHED:
             values["zip_id"] = _zip_id(conn, report, zip_ids)
         pending.setdefault(tuple(sorted(values)), []).append(
-            {
-                "b_range_id": row.range_id,
-                "b_state": row.state,
-                "b_attempt": row.attempt_nr,
-                **{f"v_{column}": value for column, value in values.items()},
-            }
+            (row.range_id, row.state, row.attempt_nr, *(values[c] for c in sorted(values)))
         )
         applied.append(True)
         errors.append(None)
@@ -86,56 +104,124 @@ def apply_reports(
             touched.add(row.jobset_id)
         if new_state == RangeState.READY:
             returned.add(row.jobset_id)
-    for columns, params in pending.items():
-        _update_many(conn, columns, params)
-    history.record(conn, "range", changes, now)
+    _write(db, pending, changes, now)
     for jobset_id in sorted(touched):
         # Consumers and merge only change when ranges came back or none are left ready.
-        if jobset_id in returned or not lifecycle.has_ranges(
-            conn, jobset_id, [RangeState.READY.value]
-        ):
+        if jobset_id in returned or not _has_ready(db, jobset_id):
             lifecycle.refresh_jobset(conn, jobset_id, now)
     return applied, errors, commands
 
 
-def _lock_rows(conn: Connection, reports: list[RangeReport]) -> dict[tuple[int, int, int], Any]:
+def _placeholders(n: int) -> str:
+    return ", ".join("?" for _ in range(n))
+
+
+def _lock_rows(db: Driver, reports: list[RangeReport]) -> dict[tuple[int, int, int], _Range]:
     """The reported ranges, locked; looked up through the (task, file, start) index."""
     starts: dict[tuple[int, int], set[int]] = {}
     for report in reports:
         rid = report.range_id
         starts.setdefault((rid.task_id, rid.file_id), set()).add(rid.start_event)
-    rows: dict[tuple[int, int, int], Any] = {}
+    rows: dict[tuple[int, int, int], _Range] = {}
     for (task_id, file_id), events in starts.items():
-        # Not a row-value IN: SQLite would scan the whole table for it.
-        query = (
-            select(event_ranges)
-            .where(
-                event_ranges.c.task_id == task_id,
-                event_ranges.c.file_id == file_id,
-                event_ranges.c.start_event.in_(sorted(events)),
+        ordered = sorted(events)
+        if db.is_postgresql:
+            found = db.rows(
+                f"SELECT {_RANGE_COLUMNS} FROM event_ranges WHERE task_id = %s"
+                " AND file_id = %s AND start_event = ANY(%s) ORDER BY start_event FOR UPDATE",
+                (task_id, file_id, ordered),
             )
-            .with_for_update()
-        )
-        for row in conn.execute(query):
+        else:
+            # Not a row-value IN: SQLite would scan the whole table for it.
+            found = db.rows(
+                f"SELECT {_RANGE_COLUMNS} FROM event_ranges WHERE task_id = ?"
+                f" AND file_id = ? AND start_event IN ({_placeholders(len(ordered))})",
+                (task_id, file_id, *ordered),
+            )
+        for values in found:
+            row = _Range(*values)
             rows[(row.task_id, row.file_id, row.start_event)] = row
     return rows
 
 
-def _update_many(conn: Connection, columns: tuple[str, ...], params: list[dict[str, Any]]) -> None:
-    """One guarded UPDATE executed for many ranges (rows are locked, so all must match)."""
-    statement = (
-        update(event_ranges)
-        .where(
-            event_ranges.c.range_id == bindparam("b_range_id"),
-            event_ranges.c.state == bindparam("b_state"),
-            event_ranges.c.attempt_nr == bindparam("b_attempt"),
+def _write(
+    db: Driver,
+    pending: dict[tuple[str, ...], list[tuple[Any, ...]]],
+    changes: list[Change],
+    now: float,
+) -> None:
+    """The guarded range updates, one statement per set of columns, and their history.
+
+    The rows are locked, so every update must match; if one does not, nothing changes.
+    """
+    expected = sum(len(params) for params in pending.values())
+    changed = 0
+    if db.is_postgresql:
+        history_rows = [[*column] for column in zip(*changes, strict=True)] if changes else []
+        for columns, params in pending.items():
+            arrays = [list(column) for column in zip(*params, strict=True)]
+            if history_rows:  # the history goes with the first update
+                changed += db.run(_pg_update(columns, True), [now, *history_rows, *arrays])
+                history_rows = []
+            else:
+                changed += db.run(_pg_update(columns, False), arrays)
+    else:
+        for columns, params in pending.items():
+            changed += db.many(_sqlite_update(columns), params)
+        db.many(
+            f"INSERT INTO history ({_HISTORY_COLUMNS}) VALUES ('range', ?, ?, ?, ?, ?, ?, ?)",
+            [(c[0], c[1], c[2], c[3], c[4], now, c[5]) for c in changes],
         )
-        .values({column: bindparam(f"v_{column}") for column in columns})
-    )
-    changed = conn.execute(statement, params).rowcount
-    if changed not in (-1, len(params)):
+    if changed not in (-1, expected):
         # Cannot happen while the rows are locked; if it does, change nothing at all.
-        raise Conflict(f"{len(params) - changed} range(s) changed meanwhile; report again")
+        raise Conflict(f"{expected - changed} range(s) changed meanwhile; report again")
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_update(columns: tuple[str, ...]) -> str:
+    """The guarded UPDATE for executemany; parameters: range_id, state, attempt, values."""
+    sets = ", ".join(f"{column} = ?{i}" for i, column in enumerate(columns, start=4))
+    return f"UPDATE event_ranges SET {sets} WHERE range_id = ?1 AND state = ?2 AND attempt_nr = ?3"
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_update(columns: tuple[str, ...], with_history: bool) -> str:
+    """``UPDATE ... FROM unnest(arrays)``: one statement for a whole batch, guard included."""
+    names = ["b_range_id", "b_state", "b_attempt", *columns]
+    types = [_pg_array_type(c) for c in ("range_id", "state", "attempt_nr", *columns)]
+    sets = ", ".join(f"{column} = v.{column}" for column in columns)
+    update_sql = (
+        f"UPDATE event_ranges r SET {sets}"
+        f" FROM unnest({', '.join(f'%s::{t}' for t in types)}) AS v({', '.join(names)})"
+        " WHERE r.range_id = v.b_range_id AND r.state = v.b_state AND r.attempt_nr = v.b_attempt"
+    )
+    if not with_history:
+        return update_sql
+    return (
+        f"WITH logged AS (INSERT INTO history ({_HISTORY_COLUMNS})"
+        " SELECT 'range', h.entity_id, h.from_state, h.to_state, h.attempt_nr, h.panda_id,"
+        " %s, h.reason FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[],"
+        " %s::bigint[], %s::text[])"
+        " AS h(entity_id, from_state, to_state, attempt_nr, panda_id, reason)) " + update_sql
+    )
+
+
+def _pg_array_type(column: str) -> str:
+    """Arrays of the widest type of the column's kind: the column's own type then refuses
+    what does not fit (an explicit cast to varchar(n) would silently truncate)."""
+    kind = event_ranges.c[column].type
+    if isinstance(kind, Integer):
+        return "bigint[]"
+    if isinstance(kind, Float):
+        return "float8[]"
+    if isinstance(kind, String):
+        return "text[]"
+    raise TypeError(f"no array type for event_ranges.{column}")
+
+
+def _has_ready(db: Driver, jobset_id: int) -> bool:
+    sql = "SELECT 1 FROM event_ranges WHERE jobset_id = ? AND state = 'ready' LIMIT 1"
+    return bool(db.rows(sql.replace("?", "%s") if db.is_postgresql else sql, (jobset_id,)))
 
 
 def _refusal(report: RangeReport, row: Any) -> str | None:
@@ -230,18 +316,19 @@ def _zip_id(conn: Connection, report: RangeReport, cache: dict[tuple[int, str], 
     return cache[key]
 
 
-def _commands(conn: Connection, panda_ids: list[int], now: float) -> dict[str, str | None]:
+def _commands(db: Driver, panda_ids: list[int], now: float) -> dict[str, str | None]:
     """Heartbeat the consumers named in a batch and collect their pending commands."""
     if not panda_ids:
         return {}
-    found: dict[int, str] = dict(
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.panda_id.in_(panda_ids))
-            .values(heartbeat_at=now)
-            .returning(jobs.c.panda_id, jobs.c.command)
-        ).all()
-    )
+    if db.is_postgresql:
+        sql = "UPDATE jobs SET heartbeat_at = %s WHERE panda_id = ANY(%s)"
+        params: tuple[Any, ...] = (now, panda_ids)
+    else:
+        sql = (
+            f"UPDATE jobs SET heartbeat_at = ? WHERE panda_id IN ({_placeholders(len(panda_ids))})"
+        )
+        params = (now, *panda_ids)
+    found: dict[int, str] = dict(db.rows(sql + " RETURNING panda_id, command", params))
     return {
         str(pid): (None if found.get(pid, Command.NONE.value) == Command.NONE.value else found[pid])
         for pid in panda_ids

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from eventservice.dispatcher import Dispatcher
 from eventservice.errors import InvalidInput
+from eventservice.store.schema import event_ranges
 
 from .conftest import finished, ranges_of, report, snapshot, start_consumer, submit
 
@@ -293,3 +295,59 @@ def test_version_1_zip_records_bundle(dispatcher: Dispatcher) -> None:
     assert answer["Returns"] == [True, True]
     states = {s: r["state"] for s, r in ranges_of(dispatcher, task_id).items()}
     assert states == {0: "finished", 1: "finished", 2: "ready"}
+
+
+def test_mixed_batch_applies_each_transition_with_its_history(dispatcher: Dispatcher) -> None:
+    """One batch with every kind of report: each range gets its own columns and history."""
+    task_id = submit(dispatcher, 6, esMaxAttempt=3)
+    job = start_consumer(dispatcher)
+    pid = job["PandaID"]
+    got = dispatcher.get_event_ranges(pid, None, None, 6)
+    ids = [r["eventRangeID"] for r in got]
+    stale = ids[5][: ids[5].rindex("-")] + "-7"
+    answer = report(
+        dispatcher,
+        finished(ids[0], cpuConsumptionTime=1.5, wallTime=2),
+        {"eventRangeID": ids[1], "eventStatus": "failed", "errorCode": 65, "errorDiag": "boom"},
+        {"eventRangeID": ids[2], "eventStatus": "running"},
+        {"eventRangeID": ids[3], "eventStatus": "fatal", "errorCode": 66},
+        {"eventRangeID": ids[4], "eventStatus": "failed", "errorCode": 1700},
+        finished(stale),
+    )
+    assert answer["Returns"] == [True, True, True, True, True, False]
+    assert "stale attempt 7" in answer["Errors"][5]
+    rows = ranges_of(dispatcher, task_id)
+    picked = {
+        n: (r["state"], r["attemptNr"], r["failures"], r["errorCode"]) for n, r in rows.items()
+    }
+    assert picked == {
+        0: ("finished", 1, 0, None),
+        1: ("ready", 2, 1, 65),
+        2: ("running", 1, 0, None),
+        3: ("fatal", 1, 0, 66),
+        4: ("ready", 2, 0, 1700),
+        5: ("sent", 1, 0, None),
+    }
+    assert (rows[0]["path"], rows[0]["fsize"]) == (f"file:///os/{ids[0]}.out", 100)
+    assert rows[1]["errorDiag"] == "boom"
+    with dispatcher.database.transaction() as conn:
+        cpu = conn.execute(select(event_ranges.c.cpu_seconds, event_ranges.c.wall_seconds))
+        assert sorted(cpu.all(), key=str) == [(1.5, 2.0)] + [(None, None)] * 5
+    everything = dispatcher.history(entity="range", limit=100)
+    by_start = {e: n for n, e in enumerate(sorted({h["entityID"] for h in everything}))}
+    history = [
+        (h["entityID"], h["from"], h["to"], h["attemptNr"], h["reason"])
+        for h in everything
+        if h["from"] != "ready" or h["to"] != "sent"
+    ]
+    assert sorted((by_start[e], f, t, a, reason) for e, f, t, a, reason in history) == [
+        (0, "sent", "finished", 1, None),
+        (1, "failed", "ready", 2, "retry"),
+        (1, "sent", "failed", 1, "boom"),
+        (2, "sent", "running", 1, None),
+        (3, "sent", "fatal", 1, None),
+        (4, "failed", "ready", 2, "retry"),
+        (4, "sent", "failed", 1, None),
+    ]
+    sent = [h for h in everything if h["to"] == "sent"]
+    assert len(sent) == 6 and {h["PandaID"] for h in sent} == {pid}
