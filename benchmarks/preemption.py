@@ -46,10 +46,29 @@ def sequential_cpu(events: int, files: int, cpu_per_event: float, seed: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=6000)
-    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--pilots", type=int, default=2)
     parser.add_argument("--cores", type=int, default=1, help="payload workers per pilot")
     parser.add_argument("--cpu-per-event", type=float, default=0.01)
+    parser.add_argument(
+        "--events-per-range",
+        type=int,
+        default=50,
+        help="nEventsPerWorker: about 0.7 s of CPU per range at the default event cost",
+    )
+    parser.add_argument(
+        "--consumers",
+        type=int,
+        default=None,
+        help="nEsConsumers per jobset (default: 2 x pilots, so a replacement pilot finds a "
+        "consumer while the killed one's lease runs out)",
+    )
+    parser.add_argument(
+        "--zip-every",
+        type=int,
+        default=None,
+        help="bundle outputs every N s (default: ship each output at once)",
+    )
     parser.add_argument(
         "--lifetimes",
         default="none,120,30",
@@ -61,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.events, args.files, args.cpu_per_event = 800, 4, 0.004
+    consumers = args.consumers or 2 * args.pilots
     seed = 7
     reference_cpu = sequential_cpu(args.events, args.files, args.cpu_per_event, seed)
     cores = args.pilots * args.cores
@@ -84,7 +104,9 @@ def main() -> None:
                 timeout=args.timeout,
                 seed=seed,
                 live=False,
-                events_per_range=5,
+                events_per_range=args.events_per_range,
+                consumers=consumers,
+                zip_time_gap=args.zip_every,
             )
             result = run_demo(config)
             makespan = result.samples[-1][0] if result.samples else float("nan")

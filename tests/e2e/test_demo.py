@@ -73,11 +73,22 @@ def test_demo_survives_dispatcher_crash(
 
 
 def test_demo_survives_storage_outage(tmp_path: Path) -> None:
-    """es_events unwritable for a while: outputs go to es_failover and the run verifies."""
-    result = run_demo(tmp_path, "--events", "600", "--pilots", "2", "--storage-outage", "2:10")
+    """es_events unwritable for a while: bundles go to es_failover and the run verifies."""
+    result = run_demo(
+        tmp_path,
+        *("--events", "600", "--pilots", "2", "--zip-every", "2", "--storage-outage", "2:10"),
+    )
     assert_verified(result, 600)
     assert "is down" in result.stdout and "is back" in result.stdout
     assert list((tmp_path / "demo" / "failover").rglob("*.tar")), "nothing went to es_failover"
+
+
+def test_demo_spare_consumers_each_range_once(tmp_path: Path) -> None:
+    """More consumers than pilots (spares for replacements): still every event once."""
+    result = run_demo(
+        tmp_path, "--events", "400", "--pilots", "2", "--consumers", "4", "--preempt-every", "4"
+    )
+    assert_verified(result, 400)
 
 
 def test_demo_file_level_mode_verifies(tmp_path: Path) -> None:
@@ -92,6 +103,8 @@ def test_demo_file_level_mode_verifies(tmp_path: Path) -> None:
         (["--events", "0"], "--events"),
         (["--storage-outage", "soon"], "START:DURATION"),
         (["--mode", "batch"], "--mode"),
+        (["--consumers", "0"], "--consumers"),
+        (["--zip-every", "0"], "--zip-every"),
     ],
 )
 def test_demo_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:

@@ -22,6 +22,15 @@ def demo(
     cpu_per_event: float = typer.Option(0.002, "--cpu-per-event", min=0.0),
     events_per_range: int = typer.Option(5, "--events-per-range", min=1),
     files: int = typer.Option(1, "--files", min=1, help="Input files (one jobset each)."),
+    consumers: int | None = typer.Option(
+        None, "--consumers", min=1, help="nEsConsumers of the task (default: --pilots)."
+    ),
+    zip_every: int | None = typer.Option(
+        None,
+        "--zip-every",
+        min=1,
+        help="Bundle outputs every N seconds (default: ship each output at once).",
+    ),
     mode: str = typer.Option("es", "--mode", help="es (event service) or file (normal jobs)."),
     pilot_lifetime: float | None = typer.Option(
         None, "--pilot-lifetime", min=0.1, help="SIGKILL each pilot after Exp(mean) seconds."
@@ -67,6 +76,8 @@ def demo(
         events_per_range=events_per_range,
         live=not no_live,
         files=files,
+        consumers=consumers,
+        zip_time_gap=zip_every,
         mode=mode,
         pilot_lifetime_mean=pilot_lifetime,
         crash_dispatcher_at=crash_dispatcher_at,

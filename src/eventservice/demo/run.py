@@ -41,6 +41,10 @@ class DemoConfig:
     keep: Path | None = None
     cpu_per_event: float = 0.002
     events_per_range: int = 5
+    #: nEsConsumers of the task; None: one per pilot.
+    consumers: int | None = None
+    #: Bundle outputs every this many seconds; None: ship each output alone, at once.
+    zip_time_gap: int | None = None
     files: int = 1
     mode: str = "es"  # "es": event-service consumers; "file": one normal job per file
     crash_dispatcher_at: float | None = None
@@ -81,6 +85,10 @@ class Demo:
             raise ValueError(f"mode must be 'es' or 'file', got {config.mode!r}")
         if not 1 <= config.files <= config.events:
             raise ValueError("files must be between 1 and the number of events")
+        if config.consumers is not None and config.consumers < 1:
+            raise ValueError("consumers must be at least 1")
+        if config.zip_time_gap is not None and config.zip_time_gap < 1:
+            raise ValueError("zip_time_gap must be at least 1 s")
         self.config = config
         self.workdir = workdir
         self.port = processes.free_port()
@@ -139,7 +147,11 @@ class Demo:
                 "name": QUEUE,
                 "corecount": self.config.cores,
                 "jobseed": "all",
-                "zip_time_gap": 5,
+                **(
+                    {"not_es_to_zip": True}
+                    if self.config.zip_time_gap is None
+                    else {"zip_time_gap": self.config.zip_time_gap}
+                ),
                 "heartbeat": 2,
                 "storages": {
                     "es_events": [storage],
@@ -165,7 +177,7 @@ class Demo:
             "params": {
                 "nEventsPerJob": largest,
                 "nEventsPerWorker": self.config.events_per_range,
-                "nEsConsumers": self.config.pilots,
+                "nEsConsumers": self.config.consumers or self.config.pilots,
                 "esFraction": 1.0 if self.config.mode == "es" else 0.0,
             },
         }
