@@ -13,6 +13,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from eventservice.errors import InvalidInput
 from eventservice.storage import (
     AllEndpointsFailed,
+    BundleError,
     ChecksumMismatch,
     ObjectMissing,
     SourceUnreadable,
@@ -21,6 +22,7 @@ from eventservice.storage import (
     StorageRouter,
     StoredObject,
     adler32_file,
+    make_bundle,
 )
 
 
@@ -282,3 +284,98 @@ def test_download_retries_a_transient_read_failure(tmp_path, source, monkeypatch
 
     assert calls["n"] == 2
     assert path.read_bytes() == source.read_bytes()
+
+
+def bundle_members(tmp_path: Path, count: int = 3, size: int = 600_000) -> list[Path]:
+    paths = []
+    for i in range(count):
+        path = tmp_path / "outputs" / f"1-2-3-{i}-1.out"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes([i + 1]) * size)
+        paths.append(path)
+    return paths
+
+
+def test_upload_bundle_streams_the_tar_into_the_store(tmp_path):
+    base = f"file://{tmp_path / 'os'}"
+    paths = bundle_members(tmp_path)
+    expected = make_bundle(paths, tmp_path / "expected.tar")
+
+    stored = make({"es_events": [base]}).upload_bundle(paths, "1/2/7.1.tar")
+
+    assert stored == StoredObject(
+        f"{base}/1/2/7.1.tar", expected.stat().st_size, adler32_file(expected), base
+    )
+    assert (tmp_path / "os/1/2/7.1.tar").read_bytes() == expected.read_bytes()
+    assert [p.name for p in (tmp_path / "os/1/2").iterdir()] == ["7.1.tar"]  # no .part
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == [p.name for p in paths]
+
+
+def test_upload_bundle_retries_and_falls_back_like_upload(tmp_path):
+    paths = bundle_members(tmp_path)
+    expected = make_bundle(paths, tmp_path / "expected.tar").read_bytes()
+    base, failover = flaky_base(), f"file://{tmp_path / 'fo'}"
+    FlakyFS.failures = [ConnectionError("reset"), PermissionError(13, "Access Denied")]
+    router = make({"es_events": [base], "es_failover": [failover]}, retries=3)
+
+    stored = router.upload_bundle(paths, "1/2/7.1.tar")
+
+    assert stored.endpoint == failover and FlakyFS.opens == 2
+    assert "permission denied" in router.cooling_down()[base]
+    assert (tmp_path / "fo/1/2/7.1.tar").read_bytes() == expected
+
+
+def test_a_bundle_retried_after_a_failure_mid_stream_is_made_again_from_the_start(
+    tmp_path, monkeypatch
+):
+    from eventservice.storage import checksum as checksum_module
+
+    paths = bundle_members(tmp_path)
+    expected = make_bundle(paths, tmp_path / "expected.tar").read_bytes()
+    calls = {"n": 0}
+    original = checksum_module.Adler32.update
+
+    def failing_update(self, data):  # the second chunk of the first try fails
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(5, "Input/output error")
+        original(self, data)
+
+    monkeypatch.setattr(checksum_module.Adler32, "update", failing_update)
+    base = f"file://{tmp_path / 'os'}"
+
+    stored = make({"es_events": [base]}, retries=1).upload_bundle(paths, "1/2/7.1.tar")
+
+    assert calls["n"] > 2
+    assert (tmp_path / "os/1/2/7.1.tar").read_bytes() == expected
+    assert stored.size == len(expected)
+    assert [p.name for p in (tmp_path / "os/1/2").iterdir()] == ["7.1.tar"]
+
+
+def test_bad_bundle_members_are_not_blamed_on_any_endpoint(tmp_path, monkeypatch):
+    from eventservice.storage import bundle as bundle_module
+
+    paths = bundle_members(tmp_path)
+    base, failover = flaky_base(), f"file://{tmp_path / 'fo'}"
+    router = make({"es_events": [base], "es_failover": [failover]})
+
+    with pytest.raises(BundleError, match="not a regular file"):
+        router.upload_bundle([*paths, tmp_path / "missing.out"], "1/2/7.1.tar")
+    with pytest.raises(BundleError, match="duplicate member names"):
+        router.upload_bundle([paths[0], paths[0]], "1/2/7.1.tar")
+    assert FlakyFS.opens == 0
+
+    real_again = bundle_module.TarStream.again
+
+    def shrink_then_again(self):  # a member changes after the bundle was planned
+        paths[1].write_bytes(b"x")
+        return real_again(self)
+
+    monkeypatch.setattr(bundle_module.TarStream, "again", shrink_then_again)
+    router = make({"es_events": [f"file://{tmp_path / 'os'}"], "es_failover": [failover]})
+
+    with pytest.raises(BundleError, match="shrank from 600000 bytes"):
+        router.upload_bundle(paths, "1/2/7.1.tar")
+    assert router.cooling_down() == {}
+    assert list((tmp_path / "os/1/2").iterdir()) == []  # the .part file is gone
+    assert not (tmp_path / "fo").exists()  # the fallback was not tried

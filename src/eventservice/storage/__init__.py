@@ -7,7 +7,7 @@ The pilot stages outputs out through a :class:`StorageRouter` built from its que
 from __future__ import annotations
 
 from eventservice.errors import ChecksumMismatch, StorageError
-from eventservice.storage.bundle import BundleError, extract_bundle, make_bundle
+from eventservice.storage.bundle import BundleError, TarStream, extract_bundle, make_bundle
 from eventservice.storage.checksum import adler32_bytes, adler32_file, normalize_adler32
 from eventservice.storage.endpoint import StoredObject
 from eventservice.storage.errors import (
@@ -32,6 +32,7 @@ __all__ = [
     "StorageError",
     "StorageRouter",
     "StoredObject",
+    "TarStream",
     "adler32_bytes",
     "adler32_file",
     "bundle_name",

@@ -3,9 +3,10 @@
 :class:`Endpoint` is the small interface every backend implements; its ``put``
 streams a local file to ``<base>/<name>`` so that a half-written object is never
 visible under its final name, computes adler32 on the way, and verifies what the
-store then holds. :class:`FsspecEndpoint` does this for any fsspec filesystem
-with a rename (write ``.<name>.<random>.part`` beside the target, then ``mv``);
-``local``, ``s3`` and ``xrootd`` specialise it.
+store then holds; ``put_stream`` does the same with bytes made on the fly.
+:class:`FsspecEndpoint` does this for any fsspec filesystem with a rename (write
+``.<name>.<random>.part`` beside the target, then ``mv``); ``local``, ``s3`` and
+``xrootd`` specialise it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from eventservice.errors import ChecksumMismatch
 from eventservice.storage.checksum import Adler32
@@ -24,6 +25,14 @@ from eventservice.storage.errors import SourceUnreadable, StorageConfigError, tr
 from eventservice.storage.naming import join_url
 
 DEFAULT_CHUNK = 8 << 20
+
+
+class Source(Protocol):
+    """What an upload reads from: an open local file, or a tar made on the fly."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -52,22 +61,40 @@ class Endpoint(ABC):
 
     def put(self, local: Path, name: str) -> StoredObject:
         """Store ``local`` as ``name``: temporary name, commit, verify; raise StorageError."""
-        if not self.writable:
-            raise StorageConfigError(f"{self.base} is read-only: cannot upload to it")
-        url = self.url(name)
+        self._check_writable()
         try:
-            source = open(local, "rb")  # noqa: SIM115 - closed by the with below
+            source = open(local, "rb")  # noqa: SIM115 - closed by _store
         except OSError as exc:
             raise SourceUnreadable(f"cannot read local file {local}: {exc.strerror}") from exc
+        return self._store(source, name)
+
+    def put_stream(self, source: Source, name: str) -> StoredObject:
+        """Store the bytes read from ``source`` (e.g. a :class:`TarStream`) as ``name``.
+
+        The same guarantees as :meth:`put`: the bytes are written under a temporary
+        name while their size and adler32 are counted, then committed and verified.
+        ``source`` is closed afterwards; an error it raises (a bundle member that
+        cannot be read: :class:`BundleError`) passes through unchanged.
+        """
+        self._check_writable()
+        return self._store(source, name)
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise StorageConfigError(f"{self.base} is read-only: cannot upload to it")
+
+    def _store(self, source: Source, name: str) -> StoredObject:
+        url = self.url(name)
         try:
-            with source:
-                size, adler32 = self._put(source, url)
+            size, adler32 = self._put(source, url)
         except Exception as exc:
             raise translate(exc, url, "upload to") from exc
+        finally:
+            source.close()
         return StoredObject(url=url, size=size, adler32=adler32, endpoint=self.base)
 
     @abstractmethod
-    def _put(self, source: IO[bytes], url: str) -> tuple[int, str]:
+    def _put(self, source: Source, url: str) -> tuple[int, str]:
         """Store ``source`` at ``url``; return (size, adler32) of what was verified stored."""
 
     def __repr__(self) -> str:
@@ -86,7 +113,7 @@ class FsspecEndpoint(Endpoint):
     def path(self, url: str) -> str:
         return self.fs._strip_protocol(url)
 
-    def _put(self, source: IO[bytes], url: str) -> tuple[int, str]:
+    def _put(self, source: Source, url: str) -> tuple[int, str]:
         final = self.path(url)
         temporary = temporary_name(final)
         self._prepare_parent(final)
@@ -136,7 +163,7 @@ class ReadOnlyEndpoint(FsspecEndpoint):
 
     writable = False
 
-    def _put(self, source: IO[bytes], url: str) -> tuple[int, str]:  # pragma: no cover
+    def _put(self, source: Source, url: str) -> tuple[int, str]:  # pragma: no cover
         raise StorageConfigError(f"{self.base} is read-only")
 
 
@@ -146,18 +173,18 @@ def temporary_name(final: str) -> str:
     return posixpath.join(head, f".{tail}.{uuid.uuid4().hex[:12]}.part")
 
 
-def stream(source: IO[bytes], target: IO[bytes], chunk_size: int) -> tuple[int, str]:
+def stream(source: Source, target: IO[bytes], chunk_size: int) -> tuple[int, str]:
     """Copy ``source`` to ``target`` in chunks; return (bytes copied, adler32)."""
     running = Adler32()
     while chunk := source.read(chunk_size):
         running.update(chunk)
         written = target.write(chunk)
         if written is not None and written < len(chunk):
-            _write_rest(target, memoryview(chunk)[written:])
+            write_rest(target, memoryview(chunk)[written:])
     return running.size, running.hexdigest()
 
 
-def _write_rest(target: IO[bytes], view: memoryview) -> None:
+def write_rest(target: IO[bytes], view: memoryview) -> None:
     # Unbuffered files may write less than asked (a filling disk): go on until the
     # OS says why it cannot.
     while view:

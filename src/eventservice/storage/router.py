@@ -24,6 +24,7 @@ from pathlib import Path
 from eventservice.domain.params import ACTIVITIES
 from eventservice.errors import InvalidInput, StorageError
 from eventservice.storage.backends import make_endpoint
+from eventservice.storage.bundle import BundleError, TarStream
 from eventservice.storage.config import Options, load_config_file, options_for
 from eventservice.storage.endpoint import Endpoint, StoredObject
 from eventservice.storage.errors import (
@@ -125,25 +126,38 @@ class StorageRouter:
         local = Path(local_path)
         if not local.is_file():
             raise SourceUnreadable(f"cannot read local file {local}: not a regular file")
-        candidates = self.endpoints_for(activity, fallback)
-        if not candidates:
-            chain = ", ".join((activity, *fallback))
-            raise StorageConfigError(f"no storage endpoint configured for {chain}")
-        failures: list[tuple[str, str]] = []
-        deferred: list[str] = []
-        cooling = self.cooling_down()
-        for base in candidates:
-            if base in cooling:
-                deferred.append(base)
-                continue
-            stored = self._try(base, local, name, 1 + self.retries, failures)
-            if stored is not None:
-                return stored
-        for base in deferred:  # last resort: every usable endpoint failed or none is left
-            stored = self._try(base, local, name, 1, failures, note=" (after cool-down skip)")
-            if stored is not None:
-                return stored
-        raise AllEndpointsFailed(f"upload of {local} as {name}", failures)
+        return self._upload(
+            f"upload of {local} as {name}",
+            lambda endpoint: endpoint.put(local, name),
+            activity,
+            fallback,
+        )
+
+    def upload_bundle(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        name: str,
+        activity: str = "es_events",
+        fallback: Sequence[str] = ("es_failover",),
+    ) -> StoredObject:
+        """Store the plain tar of ``paths`` (members named by basename) as object ``name``.
+
+        The tar is streamed into the store as it is made (:class:`TarStream`): no
+        local tar is written and read back. Each try reads the member files afresh,
+        with the same retries, fallback and verification as :meth:`upload`. Raises
+        :class:`BundleError` before any endpoint is tried when a member is missing,
+        not a regular file or a duplicate basename, and as soon as a member cannot
+        be read during a try (no endpoint is blamed for that);
+        :class:`AllEndpointsFailed` when every endpoint fails.
+        """
+        check_object_name(name)
+        bundle = TarStream(paths, label=f"bundle {name}")  # refuses bad members up front
+        return self._upload(
+            f"upload of a bundle of {len(paths)} file(s) as {name}",
+            lambda endpoint: endpoint.put_stream(bundle.again(), name),
+            activity,
+            fallback,
+        )
 
     def upload_many(
         self,
@@ -195,20 +209,46 @@ class StorageRouter:
                 self._endpoints[base] = make_endpoint(base, options_for(base, *self._layers))
             return self._endpoints[base]
 
+    def _upload(
+        self,
+        what: str,
+        put: Callable[[Endpoint], StoredObject],
+        activity: str,
+        fallback: Sequence[str],
+    ) -> StoredObject:
+        candidates = self.endpoints_for(activity, fallback)
+        if not candidates:
+            chain = ", ".join((activity, *fallback))
+            raise StorageConfigError(f"no storage endpoint configured for {chain}")
+        failures: list[tuple[str, str]] = []
+        deferred: list[str] = []
+        cooling = self.cooling_down()
+        for base in candidates:
+            if base in cooling:
+                deferred.append(base)
+                continue
+            stored = self._try(base, put, 1 + self.retries, failures)
+            if stored is not None:
+                return stored
+        for base in deferred:  # last resort: every usable endpoint failed or none is left
+            stored = self._try(base, put, 1, failures, note=" (after cool-down skip)")
+            if stored is not None:
+                return stored
+        raise AllEndpointsFailed(what, failures)
+
     def _try(
         self,
         base: str,
-        local: Path,
-        name: str,
+        put: Callable[[Endpoint], StoredObject],
         attempts: int,
         failures: list[tuple[str, str]],
         note: str = "",
     ) -> StoredObject | None:
         for attempt in range(1, attempts + 1):
             try:
-                stored = self.endpoint(base).put(local, name)
-            except SourceUnreadable:
-                raise
+                stored = put(self.endpoint(base))
+            except (SourceUnreadable, BundleError):
+                raise  # the local side is at fault: no endpoint to blame or to try next
             except StorageError as exc:
                 if retryable(exc) and attempt < attempts:
                     self._sleep(self._delay(attempt))

@@ -20,13 +20,13 @@ import base64
 import concurrent.futures
 import contextlib
 import hashlib
-from typing import IO, Any
+from typing import Any
 
 from fsspec.asyn import sync
 
 from eventservice.errors import ChecksumMismatch
 from eventservice.storage.checksum import Adler32
-from eventservice.storage.endpoint import FsspecEndpoint
+from eventservice.storage.endpoint import FsspecEndpoint, Source
 
 DEFAULT_PART_SIZE = 16 << 20
 DEFAULT_CONCURRENCY = 4
@@ -51,7 +51,7 @@ class S3Endpoint(FsspecEndpoint):
     def _call(self, method: str, **kwargs: Any) -> Any:
         return sync(self.fs.loop, self.fs._call_s3, method, **kwargs)
 
-    def _put(self, source: IO[bytes], url: str) -> tuple[int, str]:
+    def _put(self, source: Source, url: str) -> tuple[int, str]:
         bucket, key, _ = self.fs.split_path(self.path(url))
         first = source.read(self.part_size)
         if len(first) < self.part_size:
@@ -96,7 +96,7 @@ class S3Endpoint(FsspecEndpoint):
         return running.size, running.hexdigest(), digest.hexdigest()
 
     def _put_multipart(
-        self, first: bytes, source: IO[bytes], bucket: str, key: str, url: str
+        self, first: bytes, source: Source, bucket: str, key: str, url: str
     ) -> tuple[int, str, str]:
         upload_id = self._call("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
         running = Adler32()

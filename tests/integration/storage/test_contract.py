@@ -190,6 +190,59 @@ def test_a_bundle_round_trips_through_the_store(backend: Backend, tmp_path):
     assert [m.read_bytes() for m in members] == [p.read_bytes() for p in outputs]
 
 
+def test_a_streamed_bundle_is_the_tar_make_bundle_writes(backend: Backend, tmp_path):
+    # 7.8 MB: more than the 5 MiB S3 part size of these tests, so a multipart upload.
+    sizes = [2_600_000, 0, 2_600_000, 1_234, 2_600_000]
+    outputs = [write(tmp_path / "out" / f"6-1-0-{i}-1.out", n, seed=i) for i, n in enumerate(sizes)]
+    expected = make_bundle(outputs, tmp_path / "expected.tar")
+    router = router_for(backend)
+
+    stored = router.upload_bundle(outputs, bundle_name(6, 1, 99, 0))
+    local = router.download(
+        stored.url, tmp_path / "got.tar", size=stored.size, adler32=stored.adler32
+    )
+
+    assert (stored.size, stored.adler32) == (expected.stat().st_size, adler32_file(expected))
+    assert local.read_bytes() == expected.read_bytes()
+    assert [m.read_bytes() for m in extract_bundle(local, tmp_path / "x")] == [
+        p.read_bytes() for p in outputs
+    ]
+    assert backend.names() == ["6/1/99.0.tar"]
+    assert backend.pending_uploads() == 0
+
+
+def test_a_small_streamed_bundle_round_trips(backend: Backend, tmp_path):
+    outputs = [write(tmp_path / "out" / f"6-1-0-{i}-1.out", 2000 + i, seed=i) for i in range(5)]
+    router = router_for(backend)
+
+    stored = router.upload_bundle(outputs, bundle_name(6, 1, 99, 1))
+
+    assert backend.read(stored.url) == make_bundle(outputs, tmp_path / "b.tar").read_bytes()
+    assert backend.names() == ["6/1/99.1.tar"]
+
+
+def test_a_bundle_member_failing_mid_stream_leaves_nothing_in_the_store(
+    backend: Backend, tmp_path, monkeypatch
+):
+    from eventservice.storage import BundleError
+    from eventservice.storage import bundle as bundle_module
+
+    outputs = [write(tmp_path / "out" / f"6-1-0-{i}-1.out", 3_000_000, seed=i) for i in range(3)]
+    real_again = bundle_module.TarStream.again
+
+    def shrink_then_again(self):  # the last member is cut short once the upload began
+        outputs[-1].write_bytes(b"cut")
+        return real_again(self)
+
+    monkeypatch.setattr(bundle_module.TarStream, "again", shrink_then_again)
+
+    with pytest.raises(BundleError, match="shrank"):
+        router_for(backend).upload_bundle(outputs, bundle_name(6, 1, 99, 2))
+
+    assert backend.names() == []
+    assert backend.pending_uploads() == 0
+
+
 def test_open_input_reads_only_the_ranges_it_needs(backend: Backend, tmp_path, storage_config):
     size = 8 * 1024 * 1024
     source = write(tmp_path / "input.root", size)
