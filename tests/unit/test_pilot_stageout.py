@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tarfile
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from eventservice.pilot.executors.merge import collect_inputs, range_id_of
 from eventservice.pilot.job import Job, QueueConfig
 from eventservice.pilot.reports import ReportJournal
 from eventservice.pilot.stageout import StageOut, member_name
-from eventservice.storage import StorageRouter, make_bundle
+from eventservice.storage import StorageRouter, adler32_file, make_bundle
 
 JOB = Job.from_fields({"PandaID": 7, "jobsetID": 3, "taskID": 2, "eventService": "True"})
 
@@ -40,9 +41,9 @@ def outputs(tmp_path: Path, n: int) -> list[tuple[dict, Path]]:
     return result
 
 
-def run_stageout(tmp_path: Path, config: QueueConfig, items, **kwargs):
+def run_stageout(tmp_path: Path, config: QueueConfig, items, router=None, **kwargs):
     journal = ReportJournal(tmp_path / "journal")
-    router = StorageRouter(config.storages, retries=0)
+    router = router or StorageRouter(config.storages, retries=0)
     given_up = []
     stage = StageOut(
         JOB,
@@ -78,6 +79,54 @@ def test_bundles_are_verified_reported_as_version_1_and_deleted(tmp_path):
     assert ranges[0]["cpuConsumptionTime"] == 1.5 and ranges[0]["wallTime"] == 2.0
     assert not list((tmp_path / "payload").iterdir())  # local copies deleted
     assert stage.shipped_ranges == 3 and stage.shipped_events == 6
+
+
+class RecordingRouter(StorageRouter):
+    """A real router that notes which upload was used and can misreport sizes."""
+
+    def __init__(self, *args, size_error: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[str] = []
+        self.size_error = size_error
+
+    def upload(self, *args, **kwargs):
+        self.calls.append("upload")
+        return super().upload(*args, **kwargs)
+
+    def upload_bundle(self, *args, **kwargs):
+        self.calls.append("upload_bundle")
+        stored = super().upload_bundle(*args, **kwargs)
+        return dataclasses.replace(stored, size=stored.size + self.size_error)
+
+
+def test_bundles_are_streamed_into_the_store_without_a_local_tar(tmp_path):
+    config = queue_config(tmp_path, zip_time_gap=3600)
+    router = RecordingRouter(config.storages, retries=0)
+
+    _, entries, _ = run_stageout(tmp_path, config, outputs(tmp_path, 3), router=router)
+
+    assert router.calls == ["upload_bundle"]
+    assert list((tmp_path / "stage").iterdir()) == []
+    zip_file = entries[0]["items"][0]["zipFile"]
+    stored = Path(zip_file["path"].removeprefix("file://"))
+    assert zip_file["fsize"] == stored.stat().st_size
+    assert zip_file["adler32"] == adler32_file(stored)
+    with tarfile.open(stored) as tar:
+        contents = [tar.extractfile(m).read() for m in tar.getmembers()]  # type: ignore[union-attr]
+    assert contents == [f"events of 2-7-1-{i}-1".encode() for i in range(3)]
+
+
+def test_a_bundle_stored_with_the_wrong_size_is_not_reported_finished(tmp_path):
+    config = queue_config(tmp_path, zip_time_gap=0)
+    router = RecordingRouter(config.storages, retries=0, size_error=1)
+
+    _, entries, given_up = run_stageout(
+        tmp_path, config, outputs(tmp_path, 2), router=router, max_failures=1
+    )
+
+    items = [item for entry in entries for item in entry["items"]]
+    assert [i["eventStatus"] for i in items] == ["failed", "failed"]
+    assert "stored" in items[0]["errorDiag"] and given_up == [True]
 
 
 def test_one_by_one_with_failover(tmp_path):

@@ -1,13 +1,15 @@
 """The stage-out thread: ship finished range outputs, verify, report, delete (DESIGN §6).
 
 Outputs arrive as the payload reports them. Every ``zip_time_gap`` seconds the thread
-bundles what it holds into one tar (or, with ``not_es_to_zip``, sends each file on its
-own), uploads it to the queue's ``es_events`` storage (falling back to ``es_failover``),
-checks the stored object's size and adler32 against the local file, journals the
-``finished`` report (version 1 with ``zipFile``, or version 0 with ``path``/``fsize``/
-``adler32``) and deletes the local copies. After ``max_failures`` consecutive failed
-shipments it gives up: it reports what it holds (and whatever arrives later) ``failed``
-so other consumers process those ranges, and tells the executor to take no new ranges.
+bundles what it holds into one tar, streamed into the queue's ``es_events`` storage as
+it is made (falling back to ``es_failover``), or, with ``not_es_to_zip``, sends each
+file on its own. It checks what was stored (a bundle's size against the tar's length
+from its members, its adler32 being that of the bytes sent; a single file's size and
+adler32 against the local file), journals the ``finished`` report (version 1 with
+``zipFile``, or version 0 with ``path``/``fsize``/``adler32``) and deletes the local
+copies. After ``max_failures`` consecutive failed shipments it gives up: it reports
+what it holds (and whatever arrives later) ``failed`` so other consumers process those
+ranges, and tells the executor to take no new ranges.
 """
 
 from __future__ import annotations
@@ -220,10 +222,13 @@ class StageOut:
     def _upload(self, path: Path, name: str) -> tuple[Any, int | None]:
         stored = self.router.upload(path, name, activity="es_events", fallback=("es_failover",))
         verify_stored(stored, path)
+        return stored, self._objstore_id(stored)
+
+    def _objstore_id(self, stored: Any) -> int | None:
         objstore_id = self.queue_config.objstore_id(stored.endpoint)
         if objstore_id is None:
             objstore_id = getattr(self.router, "object_store_ids", {}).get(stored.endpoint)
-        return stored, objstore_id
+        return objstore_id
 
     def _ship_file(self, output: Output) -> None:
         from eventservice.storage import object_name
@@ -255,7 +260,7 @@ class StageOut:
         log.info("shipped %s", stored.url, extra={"range": output.range_id})
 
     def _ship_bundle(self, batch: Batch) -> None:
-        from eventservice.storage import bundle_name, make_bundle
+        from eventservice.storage import TarStream, bundle_name
 
         paths = []
         for output in batch.outputs:
@@ -265,12 +270,17 @@ class StageOut:
                 output.path = wanted
             paths.append(wanted)
         name = bundle_name(self.job.task_id, self.job.jobset_id, self.job.panda_id, batch.sequence)
-        tar_path = self.work_dir / name.rsplit("/", 1)[-1]
-        make_bundle(paths, tar_path)
-        try:
-            stored, objstore_id = self._upload(tar_path, name)
-        finally:
-            tar_path.unlink(missing_ok=True)
+        # Streamed: the tar is made straight into the store, never written locally.
+        stored = self.router.upload_bundle(
+            paths, name, activity="es_events", fallback=("es_failover",)
+        )
+        expected = TarStream(paths).size
+        if int(stored.size) != expected:
+            raise ChecksumMismatch(
+                f"{stored.url}: stored {stored.size} bytes, the bundle of {len(paths)} "
+                f"output(s) is {expected}"
+            )
+        objstore_id = self._objstore_id(stored)
         self.journal.add_ranges(
             [
                 {
