@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -15,13 +16,24 @@ from eventservice.dispatcher import Dispatcher, DispatcherSettings
 from eventservice.errors import EventServiceError
 from eventservice.server import api, panda
 from eventservice.server.errors import api_status
+from eventservice.server.fastpath import PandaFastPath
 from eventservice.store import Database
 
 log = logging.getLogger(__name__)
+#: Threads running PanDA requests on PostgreSQL: enough to keep the database busy,
+#: few enough that they do not fight over the GIL (the database pool holds 40).
+PANDA_THREADS = 16
 
 
 def create_app(dispatcher: Dispatcher, reaper: bool = True) -> FastAPI:
     """Build the dispatcher's web application; ``reaper`` runs lease expiry in background."""
+
+    # SQLite runs one transaction at a time: the PanDA methods run on the event loop.
+    executor = (
+        None
+        if dispatcher.database.is_sqlite
+        else ThreadPoolExecutor(PANDA_THREADS, thread_name_prefix="panda")
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -31,10 +43,13 @@ def create_app(dispatcher: Dispatcher, reaper: bool = True) -> FastAPI:
         finally:
             if thread is not None:
                 thread.stop()
+            if executor is not None:
+                executor.shutdown(wait=False)
 
     app = FastAPI(title="Event Service dispatcher", version=__version__, lifespan=lifespan)
     app.state.dispatcher = dispatcher
     app.include_router(panda.build_router(dispatcher))
+    app.add_middleware(PandaFastPath, methods=panda.panda_methods(dispatcher), executor=executor)
     app.include_router(api.build_router(dispatcher))
 
     @app.exception_handler(EventServiceError)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import Response
 
 from eventservice import __version__
 from eventservice.dispatcher import Dispatcher
@@ -20,9 +21,8 @@ MAX_INFLATED_BYTES = 64 << 20
 MAX_JOBS_PER_CALL = 100
 
 
-async def read_fields(request: Request) -> dict[str, Any]:
+def parse_fields(body: bytes, content_type: str, query: str = "") -> dict[str, Any]:
     """Form-urlencoded or JSON fields; JSON may be gzipped with no Content-Encoding."""
-    body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         raise InvalidInput(f"request body over {MAX_BODY_BYTES} bytes")
     if body[:2] == b"\x1f\x8b":
@@ -33,7 +33,6 @@ async def read_fields(request: Request) -> dict[str, Any]:
             raise InvalidInput("body looks gzip-compressed but does not inflate") from None
         if inflater.unconsumed_tail:
             raise InvalidInput(f"inflated body over {MAX_INFLATED_BYTES} bytes")
-    content_type = request.headers.get("content-type", "")
     if "json" in content_type or body.lstrip()[:1] == b"{":
         try:
             value = json.loads(body or b"{}")
@@ -47,21 +46,44 @@ async def read_fields(request: Request) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise InvalidInput("form body is not UTF-8") from None
     fields = {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
-    fields.update({k: v for k, v in request.query_params.items() if k not in fields})
+    if query:
+        extra = parse_qs(query, keep_blank_values=True)
+        fields.update({k: v[-1] for k, v in extra.items() if k not in fields})
     return fields
 
 
-def answer(request: Request, data: dict[str, Any], http_status: int = 200) -> Response:
-    """JSON when the client accepts it, else urlencoded with nested values as JSON."""
-    if "application/json" in request.headers.get("accept", ""):
-        return JSONResponse(data, status_code=http_status)
+async def read_fields(request: Request) -> dict[str, Any]:
+    """The fields of a PanDA request (see :func:`parse_fields`)."""
+    return parse_fields(
+        await request.body(),
+        request.headers.get("content-type", ""),
+        request.url.query,
+    )
+
+
+def encode_answer(data: dict[str, Any], accept: str) -> tuple[bytes, str]:
+    """``(body, media type)``: JSON when the client accepts it, else urlencoded with
+    nested values as JSON."""
+    if "application/json" in accept:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode(), "application/json"
     flat = {
         k: v if isinstance(v, (str, int, float)) and not isinstance(v, bool) else json.dumps(v)
         for k, v in data.items()
     }
-    return PlainTextResponse(
-        urlencode(flat), status_code=http_status, media_type="application/x-www-form-urlencoded"
-    )
+    return urlencode(flat).encode(), "application/x-www-form-urlencoded"
+
+
+def answer(request: Request, data: dict[str, Any], http_status: int = 200) -> Response:
+    """The answer to a PanDA request (see :func:`encode_answer`)."""
+    body, media_type = encode_answer(data, request.headers.get("accept", ""))
+    return Response(body, status_code=http_status, media_type=media_type)
+
+
+def error_answer(error: EventServiceError) -> tuple[int, dict[str, Any]]:
+    """``(HTTP status, answer)`` for a refused PanDA request."""
+    http_status, code = panda_status(error)
+    return http_status, {"StatusCode": code, "errorDialog": str(error)}
 
 
 def integer(
@@ -103,18 +125,12 @@ def text(fields: dict[str, Any], key: str) -> str:
     return str(value)
 
 
-def build_router(dispatcher: Dispatcher) -> APIRouter:
-    router = APIRouter(prefix="/server/panda", tags=["PanDA dispatcher"])
+#: A PanDA method: request fields in, answer out (blocking: it runs a transaction).
+Method = Callable[[dict[str, Any]], dict[str, Any]]
 
-    async def call(request: Request, method: Any) -> Response:
-        from starlette.concurrency import run_in_threadpool
 
-        try:
-            fields = await read_fields(request)
-            return answer(request, await run_in_threadpool(method, fields))
-        except EventServiceError as error:
-            http_status, code = panda_status(error)
-            return answer(request, {"StatusCode": code, "errorDialog": str(error)}, http_status)
+def panda_methods(dispatcher: Dispatcher) -> dict[str, Method]:
+    """The PanDA methods by name, as served under ``/server/panda/<name>``."""
 
     def get_job(fields: dict[str, Any]) -> dict[str, Any]:
         queue = text(fields, "siteName")
@@ -181,7 +197,7 @@ def build_router(dispatcher: Dispatcher) -> APIRouter:
             "database": "sqlite" if dispatcher.database.is_sqlite else "postgresql",
         }
 
-    methods = {
+    return {
         "getJob": get_job,
         "updateJob": update_job,
         "getEventRanges": get_event_ranges,
@@ -190,6 +206,27 @@ def build_router(dispatcher: Dispatcher) -> APIRouter:
         "checkEventsAvailability": check_events,
         "getStatus": get_status,
     }
+
+
+def build_router(dispatcher: Dispatcher) -> APIRouter:
+    """The PanDA paths as FastAPI routes (also what /docs describes).
+
+    :class:`eventservice.server.fastpath.PandaFastPath` answers these paths before
+    FastAPI's routing; the routes serve whatever it leaves to them.
+    """
+    router = APIRouter(prefix="/server/panda", tags=["PanDA dispatcher"])
+
+    async def call(request: Request, method: Method) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            fields = await read_fields(request)
+            return answer(request, await run_in_threadpool(method, fields))
+        except EventServiceError as error:
+            http_status, data = error_answer(error)
+            return answer(request, data, http_status)
+
+    methods = panda_methods(dispatcher)
     for name, method in methods.items():
         router.add_api_route(
             f"/{name}",

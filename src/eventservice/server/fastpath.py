@@ -1,0 +1,103 @@
+"""The PanDA paths answered as plain ASGI, ahead of FastAPI's routing.
+
+Pilots call getEventRanges and updateEventRanges many times per second each. Through
+FastAPI every call passed the router, the endpoint machinery and Starlette's thread
+pool helper: about a fifth of the dispatcher's CPU. This middleware answers
+``POST|GET /server/panda/<method>`` itself, with the same parsing, the same methods and
+the same answers as the FastAPI routes in :mod:`eventservice.server.panda` (which
+still describe the paths in /docs). Errors it does not handle propagate to Starlette's
+error middleware (500), as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from eventservice.errors import EventServiceError, InvalidInput
+from eventservice.server.panda import (
+    MAX_BODY_BYTES,
+    Method,
+    encode_answer,
+    error_answer,
+    parse_fields,
+)
+
+PREFIX = "/server/panda/"
+
+
+class PandaFastPath:
+    """ASGI middleware: PanDA methods in, everything else on to ``app``.
+
+    ``executor`` runs the (blocking) methods; ``None`` runs them on the event loop
+    itself, which suits SQLite, where one transaction runs at a time anyway.
+    """
+
+    def __init__(self, app: ASGIApp, methods: dict[str, Method], executor: Executor | None) -> None:
+        self.app = app
+        self.methods = methods
+        self.executor = executor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("POST", "GET")
+            or not scope["path"].startswith(PREFIX)
+        ):
+            await self.app(scope, receive, send)
+            return
+        method = self.methods.get(scope["path"][len(PREFIX) :])
+        if method is None:
+            await self.app(scope, receive, send)
+            return
+        content_type, accept = "", ""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value.decode("latin-1")
+        status, data = 200, None
+        try:
+            body = await _read_body(receive)
+            if body is None:
+                return  # the client went away
+            fields = parse_fields(body, content_type, scope["query_string"].decode("latin-1"))
+            if self.executor is None:
+                data = method(fields)
+            else:
+                loop = asyncio.get_running_loop()
+                data = await loop.run_in_executor(self.executor, method, fields)
+        except EventServiceError as error:
+            status, data = error_answer(error)
+        payload, media_type = encode_answer(data, accept)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"content-type", media_type.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+async def _read_body(receive: Callable[[], Awaitable[Message]]) -> bytes | None:
+    """The request body; ``None`` if the client disconnected first."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise InvalidInput(f"request body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
