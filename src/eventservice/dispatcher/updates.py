@@ -126,10 +126,15 @@ def _lock_rows(db: Driver, reports: list[RangeReport]) -> dict[tuple[int, int, i
     for (task_id, file_id), events in starts.items():
         ordered = sorted(events)
         if db.is_postgresql:
+            # No ORDER BY: for it PostgreSQL may prefer reading the whole file's ranges in
+            # index order and filtering (its cached generic plan did, on a fresh table).
+            # An index scan takes the locks in start_event order anyway; the bounds keep
+            # even a poor plan to the reported stretch.
             found = db.rows(
                 f"SELECT {_RANGE_COLUMNS} FROM event_ranges WHERE task_id = %s"
-                " AND file_id = %s AND start_event = ANY(%s) ORDER BY start_event FOR UPDATE",
-                (task_id, file_id, ordered),
+                " AND file_id = %s AND start_event BETWEEN %s AND %s"
+                " AND start_event = ANY(%s) FOR UPDATE",
+                (task_id, file_id, ordered[0], ordered[-1], ordered),
             )
         else:
             # Not a row-value IN: SQLite would scan the whole table for it.
