@@ -45,7 +45,7 @@ class TarStream:
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]], label: str = "bundle") -> None:
         self.label = label
-        self._members = [_member(label, Path(p)) for p in paths]
+        self._members = [_member(label, p if isinstance(p, Path) else Path(p)) for p in paths]
         names = [name for _, name, _, _ in self._members]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
