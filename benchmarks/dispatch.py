@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -92,6 +92,8 @@ class PilotStats:
     first_error: str | None = None
     start: float = float("inf")
     end: float = 0.0
+    #: CPU seconds the simulated pilots' process(es) used while they ran
+    cpu: float = 0.0
 
     def merge(self, other: PilotStats) -> None:
         self.get_latency += other.get_latency
@@ -105,6 +107,7 @@ class PilotStats:
         self.first_error = self.first_error or other.first_error
         self.start = min(self.start, other.start)
         self.end = max(self.end, other.end)
+        self.cpu += other.cpu
 
     def error(self, message: str) -> None:
         self.errors += 1
@@ -141,6 +144,11 @@ class RunResult:
     raw_finish_p50_ms: float
     raw_finish_p99_ms: float
     server_cpu_us_per_range: float
+    #: the simulated pilots (load generator), on the same cores
+    client: str
+    client_cpu_us_per_range: float
+    #: PostgreSQL backends serving the benchmark database (NaN on SQLite: in-process)
+    db_cpu_us_per_range: float
     errors: int
     refused: int
     getjob_no_job: int
@@ -313,6 +321,10 @@ class Backend:
         """Database sessions opened so far (PostgreSQL statistics), if known."""
         return None
 
+    def server_cpu(self) -> dict[int, float] | None:
+        """CPU seconds of each database server process serving this database, if any."""
+        return None
+
     def server_args(self, workers: int) -> list[str]:
         return ["--db", self.url, "--workers", str(workers)]
 
@@ -458,6 +470,23 @@ class PostgresBackend(Backend):
             (task_id, file_id, now, n),
         )
 
+    def server_cpu(self) -> dict[int, float] | None:
+        """Backends serving the benchmark database, found by their process title
+        (``postgres: USER DB HOST ...``); readable when PostgreSQL runs on this machine."""
+        database = urlsplit(self.dsn).path.lstrip("/")
+        found: dict[int, float] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if not title.startswith("postgres: ") or f" {database} " not in title:
+                    continue
+                found[int(entry.name)] = process_tree_cpu(int(entry.name))
+            except (OSError, ValueError):
+                continue
+        return found or None
+
     def sessions(self) -> int | None:
         conn = self.connect()
         try:
@@ -596,6 +625,95 @@ def submit_task(server: Server, name: str, n_ranges: int, pilots: int) -> int:
     return int(server.api("POST", "/tasks", json=task)["taskID"])
 
 
+# --- a lean HTTP/1.1 client ---------------------------------------------------------
+
+
+class ClientError(Exception):
+    """A call of :class:`RawClient` that got no complete answer."""
+
+
+class RawAnswer:
+    """What :class:`RawClient` got back (the part of ``httpx.Response`` the pilots use)."""
+
+    __slots__ = ("content", "status_code")
+
+    def __init__(self, status_code: int, content: bytes) -> None:
+        self.status_code = status_code
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class RawClient:
+    """One keep-alive HTTP/1.1 connection sending form POSTs, as a pilot does.
+
+    The requests are what httpx sends (method, path, form body, ``Accept`` and
+    ``Content-Type``), minus httpx's per-request machinery: with 64 pilots in one
+    process httpx cost more CPU than the dispatcher, on the same 2 cores.
+    """
+
+    def __init__(self, base_url: str, timeout: float = CALL_TIMEOUT) -> None:
+        parts = urlsplit(base_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.timeout = timeout
+        self._head = (
+            f"Host: {parts.netloc}\r\nAccept: application/json\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+        ).encode()
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, path: str, data: dict[str, str]) -> RawAnswer:
+        body = urlencode(data).encode()
+        request = b"".join(
+            (
+                f"POST {path} HTTP/1.1\r\n".encode(),
+                self._head,
+                f"Content-Length: {len(body)}\r\n\r\n".encode(),
+                body,
+            )
+        )
+        try:
+            return await asyncio.wait_for(self._exchange(request), self.timeout)
+        except (OSError, EOFError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
+            await self.aclose()
+            raise ClientError(repr(exc)) from exc
+
+    async def _exchange(self, request: bytes) -> RawAnswer:
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._streams
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length, close = 0, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+            elif name == b"transfer-encoding":
+                raise ValueError("chunked answers are not expected from the dispatcher")
+        content = await reader.readexactly(length)
+        if close:
+            await self.aclose()
+        return RawAnswer(status, content)
+
+    async def aclose(self) -> None:
+        if self._streams is not None:
+            writer = self._streams[1]
+            self._streams = None
+            writer.close()
+
+
 # --- simulated pilots -----------------------------------------------------------------
 
 
@@ -702,7 +820,7 @@ async def _pilot(
         try:
             answer = await client.post("/server/panda/getEventRanges", data=request)
             body = answer.json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ClientError, ValueError) as exc:
             stats.error(f"getEventRanges: {exc!r}")
             continue
         t1 = time.perf_counter()
@@ -734,7 +852,7 @@ async def _pilot(
                     data={"eventRanges": reports, "version": "0"},
                 )
                 body = answer.json()
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, ClientError, ValueError) as exc:
                 stats.error(f"updateEventRanges: {exc!r}")
                 continue
             t1 = time.perf_counter()
@@ -762,6 +880,7 @@ async def _pilot_group(
     n_ranges: int,
     barrier: Any,
     think: float = 0.0,
+    client_kind: str = "raw",
 ) -> PilotStats:
     stats = PilotStats()
     start = asyncio.Event()
@@ -774,8 +893,10 @@ async def _pilot_group(
         if pending == 0:
             all_ready.set()
 
-    clients = [  # one client (one keep-alive connection) per pilot
-        httpx.AsyncClient(
+    clients: list[Any] = [  # one client (one keep-alive connection) per pilot
+        RawClient(base_url)
+        if client_kind == "raw"
+        else httpx.AsyncClient(
             base_url=base_url,
             headers={"Accept": "application/json"},
             timeout=CALL_TIMEOUT,
@@ -801,12 +922,26 @@ async def _pilot_group(
         if barrier is not None:
             await asyncio.to_thread(barrier.wait, 600)
         stats.start = time.perf_counter()
+        cpu_start = time.process_time()
         start.set()
         await asyncio.gather(*tasks)
+        stats.cpu = time.process_time() - cpu_start
     finally:
         for client in clients:
             await client.aclose()
     return stats
+
+
+def _run_loop(main: Any, client: str) -> PilotStats:
+    """Run the pilots' event loop: uvloop with the lean client where it is installed."""
+    if client == "raw":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)  # type: ignore[no-any-return]
+    return asyncio.run(main)  # type: ignore[no-any-return]
 
 
 def _pilot_process(
@@ -817,9 +952,12 @@ def _pilot_process(
     barrier: Any,
     out: Any,
     think: float,
+    client: str,
 ) -> None:
     try:
-        stats = asyncio.run(_pilot_group(base_url, consumers, task_id, n_ranges, barrier, think))
+        stats = _run_loop(
+            _pilot_group(base_url, consumers, task_id, n_ranges, barrier, think, client), client
+        )
         out.put(("ok", asdict(stats)))
     except BaseException as exc:  # report any failure to the parent
         barrier.abort()
@@ -833,17 +971,21 @@ def run_pilots(
     n_ranges: int,
     processes: int,
     think: float = 0.0,
+    client: str = "raw",
 ) -> PilotStats:
     """Run one simulated pilot per consumer in ``processes`` client processes (asyncio)."""
     if processes <= 1:
-        return asyncio.run(_pilot_group(base_url, consumers, task_id, n_ranges, None, think))
+        return _run_loop(
+            _pilot_group(base_url, consumers, task_id, n_ranges, None, think, client), client
+        )
     context = mp.get_context("spawn")
     groups = [group for p in range(processes) if (group := consumers[p::processes])]
     barrier = context.Barrier(len(groups))
     out = context.Queue()
     children = [
         context.Process(
-            target=_pilot_process, args=(base_url, group, task_id, n_ranges, barrier, out, think)
+            target=_pilot_process,
+            args=(base_url, group, task_id, n_ranges, barrier, out, think, client),
         )
         for group in groups
     ]
@@ -980,10 +1122,11 @@ def measure(backend: Backend, prefill: int, args: argparse.Namespace, log_path: 
         print(
             f"[{backend.name} prefill={prefill:,}] {args.pilots} pilots x"
             f" nRanges={args.n_ranges} over HTTP, {args.ranges:,} ranges"
-            f" (workers={workers}, client processes={args.client_procs})",
+            f" (workers={workers}, client processes={args.client_procs}, client={args.client})",
             flush=True,
         )
         sessions_before = backend.sessions()
+        db_cpu_before = backend.server_cpu()
         cpu_before = server.cpu_seconds()
         consumers, no_job = claim_consumers(server, backend, args.pilots, task_id)
         if no_job:
@@ -1000,8 +1143,15 @@ def measure(backend: Backend, prefill: int, args: argparse.Namespace, log_path: 
             args.n_ranges,
             args.client_procs,
             args.think_ms / 1000.0,
+            args.client,
         )
         server_cpu = server.cpu_seconds() - cpu_before
+        db_cpu_after = backend.server_cpu()
+        db_cpu = (
+            sum(t - (db_cpu_before or {}).get(pid, 0.0) for pid, t in db_cpu_after.items())
+            if db_cpu_after is not None
+            else None
+        )
         time.sleep(1.0)  # let the statistics collector catch up
         sessions_after = backend.sessions()
         sessions = (
@@ -1054,6 +1204,11 @@ def measure(backend: Backend, prefill: int, args: argparse.Namespace, log_path: 
         raw_finish_p50_ms=percentile(raw.finish_latency, 50) * ms,
         raw_finish_p99_ms=percentile(raw.finish_latency, 99) * ms,
         server_cpu_us_per_range=server_cpu / max(pilots.finished, 1) * 1e6,
+        client=args.client,
+        client_cpu_us_per_range=pilots.cpu / max(pilots.finished, 1) * 1e6,
+        db_cpu_us_per_range=(
+            db_cpu / max(pilots.finished, 1) * 1e6 if db_cpu is not None else float("nan")
+        ),
         errors=pilots.errors,
         refused=pilots.refused,
         getjob_no_job=no_job,
@@ -1084,6 +1239,8 @@ COLUMNS = (
     ("upd p50", "update_p50_ms", "{:.1f}"),
     ("upd p99", "update_p99_ms", "{:.1f}"),
     ("srv CPU us/rng", "server_cpu_us_per_range", "{:,.0f}"),
+    ("cli CPU us/rng", "client_cpu_us_per_range", "{:,.0f}"),
+    ("db CPU us/rng", "db_cpu_us_per_range", "{:,.0f}"),
     ("errors", "errors", "{}"),
 )
 
@@ -1209,6 +1366,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--client-procs", type=int, default=1, help="processes the pilots are spread over"
+    )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="the pilots' HTTP client: raw (lean HTTP/1.1 on uvloop, default) or httpx"
+        " (what the first measurements used; about twice the client CPU)",
     )
     parser.add_argument(
         "--raw-connections",
