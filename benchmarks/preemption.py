@@ -125,6 +125,11 @@ def main() -> None:
                 "cpu_spent_s": round(result.cpu_spent, 1),
                 "cpu_in_output_s": round(useful, 1),
                 "pilots_killed": result.pilots_killed,
+                "pilots_started": result.pilots_started,
+                # Jobs that ran a payload (consumers, merges, normal jobs); closed ones did not.
+                "jobs_run": sum(
+                    n for state, n in result.task.get("jobs", {}).items() if state != "closed"
+                ),
                 "events_lost": lost,
                 "error": result.error,
                 "samples": result.samples,
@@ -133,7 +138,8 @@ def main() -> None:
             print(
                 f"{mode:>4} lifetime={lifetime_text:>4}: makespan {makespan:6.1f} s "
                 f"({row['vs_ideal']:.2f}x ideal), useful CPU {row['useful_cpu_fraction']:.0%}"
-                f" of {result.cpu_spent:.0f} s, killed {result.pilots_killed}, "
+                f" of {result.cpu_spent:.0f} s, pilots {result.pilots_started} started /"
+                f" {result.pilots_killed} killed, {row['jobs_run']} jobs, "
                 f"lost {lost} events, verified {result.verified}"
                 + (f", error {result.error}" if result.error else "")
             )
