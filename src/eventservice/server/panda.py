@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import binascii
 import json
+import re
 import zlib
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import unquote_plus, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -45,11 +47,41 @@ def parse_fields(body: bytes, content_type: str, query: str = "") -> dict[str, A
         text = body.decode()
     except UnicodeDecodeError:
         raise InvalidInput("form body is not UTF-8") from None
-    fields = {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+    fields = decode_form(text)
     if query:
-        extra = parse_qs(query, keep_blank_values=True)
-        fields.update({k: v[-1] for k, v in extra.items() if k not in fields})
+        fields.update({k: v for k, v in decode_form(query).items() if k not in fields})
     return fields
+
+
+def decode_form(text: str) -> dict[str, str]:
+    """The fields of a urlencoded form, the last value of a repeated one winning: what
+    ``parse_qs(text, keep_blank_values=True)`` gives (its last values), faster."""
+    fields: dict[str, str] = {}
+    for pair in text.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            fields[_unquote_plus(name)] = _unquote_plus(value)
+    return fields
+
+
+#: What the C decoder below would read differently from ``unquote_plus``.
+_NOT_PLAIN = re.compile(r"%(?![0-9A-Fa-f]{2})|[=\s]")
+
+
+def _unquote_plus(value: str) -> str:
+    """``urllib.parse.unquote_plus``; well-formed ASCII decoded in C.
+
+    A JSON value (eventRanges) is a third percent escapes, and the pure-Python decoder
+    took a tenth of the dispatcher's CPU. Quoted-printable decoding is the same
+    transformation once ``%`` is ``=`` and ``+`` is ``=20`` (space), as long as the text
+    has no ``=`` or whitespace of its own and every ``%`` starts an escape.
+    """
+    if "%" not in value:
+        return value.replace("+", " ")
+    if not value.isascii() or _NOT_PLAIN.search(value):
+        return unquote_plus(value)
+    plain = binascii.a2b_qp(value.replace("%", "=").replace("+", "=20"))
+    return plain.decode("utf-8", "replace")
 
 
 async def read_fields(request: Request) -> dict[str, Any]:
