@@ -336,7 +336,7 @@ class SQLiteBackend(Backend):
     claim_sql = (
         "UPDATE event_ranges SET state = 'sent', panda_id = ?, modified_at = ?"
         " WHERE range_id IN (SELECT range_id FROM event_ranges WHERE jobset_id = ?"
-        " AND state = 'ready' ORDER BY range_id LIMIT ?) AND state = 'ready'"
+        " AND state = 'ready' ORDER BY start_event LIMIT ?) AND state = 'ready'"
         " RETURNING range_id, file_id, start_event, last_event, attempt_nr"
     )
     finish_sql = (
@@ -405,7 +405,7 @@ class PostgresBackend(Backend):
     claim_sql = (
         "UPDATE event_ranges SET state = 'sent', panda_id = %s, modified_at = %s"
         " WHERE range_id IN (SELECT range_id FROM event_ranges WHERE jobset_id = %s"
-        " AND state = 'ready' ORDER BY range_id LIMIT %s FOR UPDATE SKIP LOCKED)"
+        " AND state = 'ready' ORDER BY start_event LIMIT %s FOR UPDATE SKIP LOCKED)"
         " AND state = 'ready'"
         " RETURNING range_id, file_id, start_event, last_event, attempt_nr"
     )

@@ -78,11 +78,12 @@ _SQLITE_HEARTBEAT = (
     "UPDATE jobs SET heartbeat_at = ? WHERE panda_id = ? AND kind = ? AND command = ?"
     f" AND state IN ({', '.join('?' for _ in _ACTIVE)}) RETURNING task_id, jobset_id"
 )
-#: SQLite has one writer at a time, so the LIMIT subquery cannot race.
+#: SQLite has one writer at a time, so the LIMIT subquery cannot race. Order as on
+#: PostgreSQL (below).
 _SQLITE_CLAIM = (
     "UPDATE event_ranges SET state = 'sent', panda_id = ?, modified_at = ?"
     " WHERE range_id IN (SELECT range_id FROM event_ranges WHERE jobset_id = ?"
-    " AND state = 'ready' ORDER BY range_id LIMIT ?) AND state = 'ready'"
+    " AND state = 'ready' ORDER BY start_event LIMIT ?) AND state = 'ready'"
     " RETURNING range_id, file_id, start_event, last_event, attempt_nr"
 )
 _SQLITE_SENT_HISTORY = (
@@ -91,12 +92,14 @@ _SQLITE_SENT_HISTORY = (
 )
 #: Claim and history in one statement. The candidates are a MATERIALIZED CTE: as a plain
 #: subquery of the UPDATE, PostgreSQL may re-run the LIMIT/SKIP LOCKED scan per outer
-#: row and hand out far more than ``n`` ranges.
+#: row and hand out far more than ``n`` ranges. Lowest events first, in start_event
+#: order (a jobset is one file's events): only ix_event_ranges_jobset_state_start gives
+#: that order, so no plan walks past the ranges already handed out (migration 0003).
 _PG_SEND = """
 picked AS MATERIALIZED (
     SELECT r.range_id FROM event_ranges r
     WHERE r.jobset_id = {jobset} AND r.state = 'ready'
-    ORDER BY r.range_id LIMIT %(n)s
+    ORDER BY r.start_event LIMIT %(n)s
     FOR UPDATE OF r SKIP LOCKED
 ), sent AS (
     UPDATE event_ranges r SET state = 'sent', panda_id = %(pid)s, modified_at = %(now)s
@@ -114,10 +117,9 @@ _PG_CLAIM = (
     """
 WITH job AS (
     UPDATE jobs SET heartbeat_at = %(now)s
-    WHERE panda_id = %(pid)s AND kind = %(kind)s AND command = %(none)s
-      AND state = ANY(%(active)s)
+    WHERE panda_id = %(pid)s AND kind = {kind} AND command = '{none}' AND state IN ({active})
     RETURNING task_id, jobset_id
-),"""
+),""".format(kind=_ES, none=Command.NONE.value, active=", ".join(f"'{s}'" for s in _ACTIVE))
     + _PG_SEND.format(jobset="(SELECT jobset_id FROM job)")
     + """
 SELECT job.task_id, job.jobset_id,
@@ -150,14 +152,7 @@ def _claim(
     if db.is_postgresql:
         found = db.rows(
             _PG_CLAIM,
-            {
-                "now": now,
-                "pid": panda_id,
-                "kind": _ES,
-                "none": Command.NONE.value,
-                "active": list(_ACTIVE),
-                "n": n_ranges,
-            },
+            {"now": now, "pid": panda_id, "n": n_ranges},
         )
         if not found:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any, NamedTuple
 
 from sqlalchemy import Float, Integer, String, insert, select
@@ -112,6 +113,11 @@ def apply_reports(
     return applied, errors, commands
 
 
+def _pg_array(numbers: list[int]) -> str:
+    """An array literal: psycopg builds array parameters element by element in Python."""
+    return "{" + ",".join(map(str, numbers)) + "}"
+
+
 def _placeholders(n: int) -> str:
     return ", ".join("?" for _ in range(n))
 
@@ -131,10 +137,10 @@ def _lock_rows(db: Driver, reports: list[RangeReport]) -> dict[tuple[int, int, i
             # An index scan takes the locks in start_event order anyway; the bounds keep
             # even a poor plan to the reported stretch.
             found = db.rows(
-                f"SELECT {_RANGE_COLUMNS} FROM event_ranges WHERE task_id = %s"
-                " AND file_id = %s AND start_event BETWEEN %s AND %s"
-                " AND start_event = ANY(%s) FOR UPDATE",
-                (task_id, file_id, ordered[0], ordered[-1], ordered),
+                f"SELECT {_RANGE_COLUMNS} FROM event_ranges WHERE task_id = %s::bigint"
+                " AND file_id = %s::bigint AND start_event BETWEEN %s::bigint AND %s::bigint"
+                " AND start_event = ANY(%s::bigint[]) FOR UPDATE",
+                (task_id, file_id, ordered[0], ordered[-1], _pg_array(ordered)),
             )
         else:
             # Not a row-value IN: SQLite would scan the whole table for it.
@@ -162,14 +168,14 @@ def _write(
     expected = sum(len(params) for params in pending.values())
     changed = 0
     if db.is_postgresql:
-        history_rows = [[*column] for column in zip(*changes, strict=True)] if changes else []
+        history = json.dumps(changes) if changes else None
         for columns, params in pending.items():
-            arrays = [list(column) for column in zip(*params, strict=True)]
-            if history_rows:  # the history goes with the first update
-                changed += db.run(_pg_update(columns, True), [now, *history_rows, *arrays])
-                history_rows = []
+            rows = (json.dumps(params), _pg_array([p[0] for p in params]))
+            if history is not None:  # the history goes with the first update
+                changed += db.run(_pg_update(columns, True), (now, history, *rows))
+                history = None
             else:
-                changed += db.run(_pg_update(columns, False), arrays)
+                changed += db.run(_pg_update(columns, False), rows)
     else:
         for columns, params in pending.items():
             changed += db.many(_sqlite_update(columns), params)
@@ -191,41 +197,54 @@ def _sqlite_update(columns: tuple[str, ...]) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _pg_update(columns: tuple[str, ...], with_history: bool) -> str:
-    """``UPDATE ... FROM unnest(arrays)``: one statement for a whole batch, guard included."""
+    """One guarded UPDATE for a whole batch, its rows given as one JSON array of arrays.
+
+    JSON rather than one array parameter per column: psycopg builds arrays element by
+    element in Python, ``json.dumps`` in C. The range_ids again as an array condition:
+    on a table not analyzed yet the planner otherwise hashes the JSON rows and reads the
+    whole table to join them.
+    """
     names = ["b_range_id", "b_state", "b_attempt", *columns]
-    types = [_pg_array_type(c) for c in ("range_id", "state", "attempt_nr", *columns)]
+    types = [_pg_type(c) for c in ("range_id", "state", "attempt_nr", *columns)]
+    fields = ", ".join(
+        f"(e->>{i})::{t} AS {n}" for i, (n, t) in enumerate(zip(names, types, strict=True))
+    )
     sets = ", ".join(f"{column} = v.{column}" for column in columns)
     update_sql = (
         f"UPDATE event_ranges r SET {sets}"
-        f" FROM unnest({', '.join(f'%s::{t}' for t in types)}) AS v({', '.join(names)})"
-        " WHERE r.range_id = v.b_range_id AND r.state = v.b_state AND r.attempt_nr = v.b_attempt"
+        f" FROM (SELECT {fields} FROM json_array_elements(%s::json) AS e) AS v"
+        " WHERE r.range_id = ANY(%s::bigint[]) AND r.range_id = v.b_range_id"
+        " AND r.state = v.b_state AND r.attempt_nr = v.b_attempt"
     )
     if not with_history:
         return update_sql
     return (
         f"WITH logged AS (INSERT INTO history ({_HISTORY_COLUMNS})"
-        " SELECT 'range', h.entity_id, h.from_state, h.to_state, h.attempt_nr, h.panda_id,"
-        " %s, h.reason FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[],"
-        " %s::bigint[], %s::text[])"
-        " AS h(entity_id, from_state, to_state, attempt_nr, panda_id, reason)) " + update_sql
+        " SELECT 'range', (e->>0)::bigint, e->>1, e->>2, (e->>3)::bigint, (e->>4)::bigint,"
+        " %s, e->>5 FROM json_array_elements(%s::json) AS e) " + update_sql
     )
 
 
-def _pg_array_type(column: str) -> str:
-    """Arrays of the widest type of the column's kind: the column's own type then refuses
-    what does not fit (an explicit cast to varchar(n) would silently truncate)."""
+def _pg_type(column: str) -> str:
+    """The widest type of the column's kind: the column's own type then refuses what does
+    not fit (a cast to varchar(n) would silently truncate)."""
     kind = event_ranges.c[column].type
     if isinstance(kind, Integer):
-        return "bigint[]"
+        return "bigint"
     if isinstance(kind, Float):
-        return "float8[]"
+        return "float8"
     if isinstance(kind, String):
-        return "text[]"
-    raise TypeError(f"no array type for event_ranges.{column}")
+        return "text"
+    raise TypeError(f"no type for event_ranges.{column}")
 
 
 def _has_ready(db: Driver, jobset_id: int) -> bool:
-    sql = "SELECT 1 FROM event_ranges WHERE jobset_id = ? AND state = 'ready' LIMIT 1"
+    # ORDER BY: without it PostgreSQL expects ready rows everywhere and scans the table
+    # from the start, past every range already handed out.
+    sql = (
+        "SELECT 1 FROM event_ranges WHERE jobset_id = ? AND state = 'ready'"
+        " ORDER BY start_event LIMIT 1"
+    )
     return bool(db.rows(sql.replace("?", "%s") if db.is_postgresql else sql, (jobset_id,)))
 
 
@@ -326,8 +345,8 @@ def _commands(db: Driver, panda_ids: list[int], now: float) -> dict[str, str | N
     if not panda_ids:
         return {}
     if db.is_postgresql:
-        sql = "UPDATE jobs SET heartbeat_at = %s WHERE panda_id = ANY(%s)"
-        params: tuple[Any, ...] = (now, panda_ids)
+        sql = "UPDATE jobs SET heartbeat_at = %s WHERE panda_id = ANY(%s::bigint[])"
+        params: tuple[Any, ...] = (now, _pg_array(panda_ids))
     else:
         sql = (
             f"UPDATE jobs SET heartbeat_at = ? WHERE panda_id IN ({_placeholders(len(panda_ids))})"
