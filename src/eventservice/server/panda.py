@@ -64,8 +64,8 @@ def decode_form(text: str) -> dict[str, str]:
     return fields
 
 
-#: What the C decoder below would read differently from ``unquote_plus``.
-_NOT_PLAIN = re.compile(r"%(?![0-9A-Fa-f]{2})|[=\s]")
+#: A ``%`` that starts no escape: the C decoder below would read it differently.
+_BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def _unquote_plus(value: str) -> str:
@@ -78,7 +78,13 @@ def _unquote_plus(value: str) -> str:
     """
     if "%" not in value:
         return value.replace("+", " ")
-    if not value.isascii() or _NOT_PLAIN.search(value):
+    if (
+        not value.isascii()
+        or not value.isprintable()  # control characters, whitespace other than space
+        or "=" in value
+        or " " in value
+        or _BARE_PERCENT.search(value)
+    ):
         return unquote_plus(value)
     plain = binascii.a2b_qp(value.replace("%", "=").replace("+", "=20"))
     return plain.decode("utf-8", "replace")
