@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from eventservice.demo.processes import free_port
 
 PAYLOAD = """
 import multiprocessing, os, sys
@@ -51,12 +52,6 @@ for p in procs:
     p.join()
 sys.exit(max(p.exitcode or 0 for p in procs))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_dispatcher(tmp: Path) -> tuple[subprocess.Popen, str]:

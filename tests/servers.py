@@ -18,16 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from eventservice.demo.processes import free_port
+
+__all__ = ["ServerUnavailable", "free_port", "moto_process", "xrootd_process"]
+
 
 class ServerUnavailable(RuntimeError):
     """A server's binary is missing, or it did not listen in time."""
-
-
-def free_port() -> int:
-    """A loopback port that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float) -> bool:

@@ -33,9 +33,10 @@ def become_subreaper() -> bool:
 
 
 def free_port() -> int:
+    """A loopback port that nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 def cpu_of(usage: resource.struct_rusage) -> float:

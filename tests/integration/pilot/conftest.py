@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from eventservice.demo.processes import free_port
+
 PAYLOADS = Path(__file__).parent / "payloads"
 ES_PAYLOAD = PAYLOADS / "es_payload.py"
 PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def es_command(mode: str = "ok") -> str:
