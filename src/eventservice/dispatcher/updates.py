@@ -105,10 +105,10 @@ def apply_reports(
             touched.add(row.jobset_id)
         if new_state == RangeState.READY:
             returned.add(row.jobset_id)
-    _write(db, pending, changes, now)
+    # Consumers and merge only change when ranges came back or none are left ready.
+    with_ready = _write(db, pending, changes, now, sorted(touched - returned))
     for jobset_id in sorted(touched):
-        # Consumers and merge only change when ranges came back or none are left ready.
-        if jobset_id in returned or not _has_ready(db, jobset_id):
+        if jobset_id in returned or jobset_id not in with_ready:
             lifecycle.refresh_jobset(conn, jobset_id, now)
     return applied, errors, commands
 
@@ -160,22 +160,31 @@ def _write(
     pending: dict[tuple[str, ...], list[tuple[Any, ...]]],
     changes: list[Change],
     now: float,
-) -> None:
-    """The guarded range updates, one statement per set of columns, and their history.
+    jobsets: list[int],
+) -> set[int]:
+    """The guarded range updates, one statement per set of columns, and their history;
+    returns which of ``jobsets`` still have ready ranges.
 
     The rows are locked, so every update must match; if one does not, nothing changes.
     """
     expected = sum(len(params) for params in pending.values())
     changed = 0
+    with_ready: set[int] = set()
     if db.is_postgresql:
         history = json.dumps(changes) if changes else None
-        for columns, params in pending.items():
-            rows = (json.dumps(params), _pg_array([p[0] for p in params]))
-            if history is not None:  # the history goes with the first update
-                changed += db.run(_pg_update(columns, True), (now, history, *rows))
-                history = None
+        last = len(pending) - 1
+        for index, (columns, params) in enumerate(pending.items()):
+            args: list[Any] = [now, history] if history is not None else []
+            args += [json.dumps(params), _pg_array([p[0] for p in params])]
+            check = index == last and bool(jobsets)
+            sql = _pg_update(columns, history is not None, check)
+            history = None  # the history goes with the first update
+            if check:
+                ((count, found),) = db.rows(sql, [*args, _pg_array(jobsets)])
+                changed += count
+                with_ready.update(found)
             else:
-                changed += db.run(_pg_update(columns, False), rows)
+                changed += db.run(sql, args)
     else:
         for columns, params in pending.items():
             changed += db.many(_sqlite_update(columns), params)
@@ -183,9 +192,11 @@ def _write(
             f"INSERT INTO history ({_HISTORY_COLUMNS}) VALUES ('range', ?, ?, ?, ?, ?, ?, ?)",
             [(c[0], c[1], c[2], c[3], c[4], now, c[5]) for c in changes],
         )
+        with_ready.update(j for j in jobsets if _has_ready(db, j))
     if changed not in (-1, expected):
         # Cannot happen while the rows are locked; if it does, change nothing at all.
         raise Conflict(f"{expected - changed} range(s) changed meanwhile; report again")
+    return with_ready
 
 
 @functools.lru_cache(maxsize=64)
@@ -196,7 +207,7 @@ def _sqlite_update(columns: tuple[str, ...]) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _pg_update(columns: tuple[str, ...], with_history: bool) -> str:
+def _pg_update(columns: tuple[str, ...], with_history: bool, with_ready_check: bool) -> str:
     """One guarded UPDATE for a whole batch, its rows given as one JSON array of arrays.
 
     JSON rather than one array parameter per column: psycopg builds arrays element by
@@ -216,12 +227,24 @@ def _pg_update(columns: tuple[str, ...], with_history: bool) -> str:
         " WHERE r.range_id = ANY(%s::bigint[]) AND r.range_id = v.b_range_id"
         " AND r.state = v.b_state AND r.attempt_nr = v.b_attempt"
     )
-    if not with_history:
-        return update_sql
+    ctes = []
+    if with_history:
+        ctes.append(
+            f"logged AS (INSERT INTO history ({_HISTORY_COLUMNS})"
+            " SELECT 'range', (e->>0)::bigint, e->>1, e->>2, (e->>3)::bigint, (e->>4)::bigint,"
+            " %s, e->>5 FROM json_array_elements(%s::json) AS e)"
+        )
+    if not with_ready_check:
+        return (f"WITH {ctes[0]} " if ctes else "") + update_sql
+    # Which jobsets still have a ready range, in the same round trip. The statement's
+    # snapshot predates its own update, which only moves held ranges, except failed
+    # ranges going back to ready: their jobsets are refreshed without this check.
+    ctes.append(f"updated AS ({update_sql} RETURNING 1)")
     return (
-        f"WITH logged AS (INSERT INTO history ({_HISTORY_COLUMNS})"
-        " SELECT 'range', (e->>0)::bigint, e->>1, e->>2, (e->>3)::bigint, (e->>4)::bigint,"
-        " %s, e->>5 FROM json_array_elements(%s::json) AS e) " + update_sql
+        f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM updated),"
+        " ARRAY(SELECT j FROM unnest(%s::bigint[]) AS j WHERE (SELECT 1 FROM event_ranges x"
+        " WHERE x.jobset_id = j AND x.state = 'ready' ORDER BY x.start_event LIMIT 1)"
+        " IS NOT NULL)"
     )
 
 
