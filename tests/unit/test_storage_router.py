@@ -328,20 +328,11 @@ def test_upload_bundle_retries_and_falls_back_like_upload(tmp_path):
 def test_a_bundle_retried_after_a_failure_mid_stream_is_made_again_from_the_start(
     tmp_path, monkeypatch
 ):
-    from eventservice.storage import checksum as checksum_module
+    from tests.faults import fail_checksum_update
 
     paths = bundle_members(tmp_path)
     expected = make_bundle(paths, tmp_path / "expected.tar").read_bytes()
-    calls = {"n": 0}
-    original = checksum_module.Adler32.update
-
-    def failing_update(self, data):  # the second chunk of the first try fails
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError(5, "Input/output error")
-        original(self, data)
-
-    monkeypatch.setattr(checksum_module.Adler32, "update", failing_update)
+    calls = fail_checksum_update(monkeypatch, on_call=2)  # the first try's second chunk
     base = f"file://{tmp_path / 'os'}"
 
     stored = make({"es_events": [base]}, retries=1).upload_bundle(paths, "1/2/7.1.tar")

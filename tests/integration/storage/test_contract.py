@@ -21,7 +21,7 @@ from eventservice.storage import (
     object_name,
     open_input,
 )
-from eventservice.storage import checksum as checksum_module
+from tests.faults import fail_checksum_update
 
 from .conftest import Backend
 
@@ -91,16 +91,7 @@ def test_a_failure_mid_stream_leaves_nothing_under_the_final_name(
     backend: Backend, tmp_path, monkeypatch
 ):
     source = write(tmp_path / "big", 11 * 1024 * 1024)
-    calls = {"n": 0}
-    original = checksum_module.Adler32.update
-
-    def failing_update(self, data):  # the local disk dies after the first chunk
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError(5, "Input/output error")
-        original(self, data)
-
-    monkeypatch.setattr(checksum_module.Adler32, "update", failing_update)
+    fail_checksum_update(monkeypatch, on_call=2)  # the local disk dies after the first chunk
     router = router_for(backend, retries=0)
 
     with pytest.raises(Exception, match="Input/output error"):
