@@ -30,7 +30,6 @@ import multiprocessing as mp
 import os
 import platform
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+
+from eventservice.demo.processes import free_port
 
 DEFAULT_PG_URL = "postgresql://eventservice:eventservice@127.0.0.1:5432/eventservice_bench"
 QUEUE = "BENCH"
@@ -506,12 +507,6 @@ class PostgresBackend(Backend):
 
 
 # --- the dispatcher subprocess --------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def process_tree_cpu(pid: int) -> float:
