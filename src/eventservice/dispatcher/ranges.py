@@ -205,7 +205,7 @@ def get_event_ranges(
         # SKIP LOCKED also skips ready ranges that other transactions hold right now; an
         # empty answer ends this consumer, so look again once those commit. (Waiting on
         # the row locks instead can deadlock with the reaper and report batches.)
-        if rows or not lifecycle.has_ranges(conn, job_jobset, [RangeState.READY.value]):
+        if rows or not lifecycle.has_ready_ranges(db, job_jobset):
             break
         time.sleep(LOCKED_RETRY_DELAY)
         rows = _claim_more(db, panda_id, job_jobset, n_ranges, now)
@@ -216,7 +216,9 @@ def get_event_ranges(
         infile = _input_file(conn, file_id)
         answer.append(
             {
-                "eventRangeID": f"{job_task}-{panda_id}-{file_id}-{start_event}-{attempt_nr}",
+                "eventRangeID": str(
+                    EventRangeID(job_task, panda_id, file_id, start_event, attempt_nr)
+                ),
                 "startEvent": start_event,
                 "lastEvent": last_event,
                 "LFN": infile.lfn,

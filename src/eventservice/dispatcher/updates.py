@@ -192,7 +192,7 @@ def _write(
             f"INSERT INTO history ({_HISTORY_COLUMNS}) VALUES ('range', ?, ?, ?, ?, ?, ?, ?)",
             [(c[0], c[1], c[2], c[3], c[4], now, c[5]) for c in changes],
         )
-        with_ready.update(j for j in jobsets if _has_ready(db, j))
+        with_ready.update(j for j in jobsets if lifecycle.has_ready_ranges(db, j))
     if changed not in (-1, expected):
         # Cannot happen while the rows are locked; if it does, change nothing at all.
         raise Conflict(f"{expected - changed} range(s) changed meanwhile; report again")
@@ -259,16 +259,6 @@ def _pg_type(column: str) -> str:
     if isinstance(kind, String):
         return "text"
     raise TypeError(f"no type for event_ranges.{column}")
-
-
-def _has_ready(db: Driver, jobset_id: int) -> bool:
-    # ORDER BY: without it PostgreSQL expects ready rows everywhere and scans the table
-    # from the start, past every range already handed out.
-    sql = (
-        "SELECT 1 FROM event_ranges WHERE jobset_id = ? AND state = 'ready'"
-        " ORDER BY start_event LIMIT 1"
-    )
-    return bool(db.rows(sql.replace("?", "%s") if db.is_postgresql else sql, (jobset_id,)))
 
 
 def _refusal(report: RangeReport, row: Any) -> str | None:
