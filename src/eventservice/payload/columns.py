@@ -77,11 +77,9 @@ class Columns:
         counts: dict[str, np.ndarray] = {}
         content: dict[str, dict[str, np.ndarray]] = {}
         for counter, group in schema.jagged.items():
-            first = next(iter(group))
-            counts[counter] = ak.to_numpy(ak.num(arrays[first], axis=1)).astype(np.int64)
-            content[counter] = {
-                n: ak.to_numpy(ak.flatten(arrays[n], axis=1)).astype(d) for n, d in group.items()
-            }
+            parts = {n: jagged_parts(arrays[n]) for n in group}
+            counts[counter] = parts[next(iter(group))][0].astype(np.int64)
+            content[counter] = {n: parts[n][1].astype(d) for n, d in group.items()}
         return cls(flat, counts, content)
 
     @classmethod
@@ -133,6 +131,17 @@ class Columns:
         )
         for start in range(0, len(self), chunk):
             tree.extend({k: v[start : start + chunk] for k, v in data.items()})
+
+
+def jagged_parts(array: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths per entry and flat contents of a jagged numeric array."""
+    layout = array.layout
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(
+        layout.content, ak.contents.NumpyArray
+    ):
+        offsets = np.asarray(layout.offsets.data)
+        return np.diff(offsets), np.asarray(layout.content.data)[offsets[0] : offsets[-1]]
+    return ak.to_numpy(ak.num(array, axis=1)), ak.to_numpy(ak.flatten(array, axis=1))
 
 
 def _jagged_records(group: dict[str, np.ndarray], counts: np.ndarray) -> ak.Array:

@@ -24,6 +24,7 @@ import awkward as ak
 import numpy as np
 
 from eventservice.errors import PayloadError
+from eventservice.payload.columns import jagged_parts
 
 TREE = "events"
 GUID_KEY = "guid"
@@ -178,7 +179,7 @@ class InputFile:
         costs more than the read itself for a range of a few events.
         """
         arrays = self._read(first, last)
-        parts = {name: _jagged_parts(arrays[f"particle_{name}"]) for name in PARTICLE_FIELDS}
+        parts = {name: jagged_parts(arrays[f"particle_{name}"]) for name in PARTICLE_FIELDS}
         counts = parts[PARTICLE_FIELDS[0]][0]
         flat = {name: values for name, (_, values) in parts.items()}
         return ak.to_numpy(arrays["eventNumber"]).astype(np.int64), counts, flat
@@ -209,17 +210,6 @@ class InputFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _jagged_parts(array: ak.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Lengths per entry and flat contents of a jagged numeric array."""
-    layout = array.layout
-    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(
-        layout.content, ak.contents.NumpyArray
-    ):
-        offsets = np.asarray(layout.offsets.data)
-        return np.diff(offsets), np.asarray(layout.content.data)[offsets[0] : offsets[-1]]
-    return ak.to_numpy(ak.num(array, axis=1)), ak.to_numpy(ak.flatten(array, axis=1))
 
 
 def read_input_metadata(url_or_path: str) -> tuple[str, int]:
