@@ -9,10 +9,10 @@ import json
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import BigInteger, Float, and_, func, insert, literal, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from eventservice.dispatcher import history
+from eventservice.dispatcher import floors, history
 from eventservice.dispatcher.tasks import new_job_row
 from eventservice.domain.params import TaskParams
 from eventservice.domain.states import (
@@ -26,6 +26,7 @@ from eventservice.domain.states import (
 )
 from eventservice.store.driver import Driver
 from eventservice.store.schema import event_ranges, jobs, jobsets, tasks
+from eventservice.store.schema import history as history_table
 
 #: Task parameters never change after submission; cached per engine (so a new
 #: Database, e.g. on a recreated database, starts with an empty cache).
@@ -116,20 +117,54 @@ def move_ranges(
     *,
     by: int | None = None,
     **values: Any,
-) -> list[Any]:
+) -> int:
     """Move every range of a jobset in state ``old`` to ``new``, with a history row each.
 
-    ``by`` is the job the change is recorded for (default: each range's holder).
+    ``by`` is the job the change is recorded for (default: each range's holder). Returns
+    how many ranges moved. A jobset may hold tens of thousands of ranges and other
+    requests wait on its lock meanwhile: on PostgreSQL the update and its history are one
+    statement, on SQLite (in process) the history is one ``executemany``.
     """
-    moved = conn.execute(
+    moved = (
         update(event_ranges)
         .where(event_ranges.c.jobset_id == jobset_id, event_ranges.c.state == old.value)
         .values(state=new.value, modified_at=now, **values)
         .returning(event_ranges.c.range_id, event_ranges.c.attempt_nr, event_ranges.c.panda_id)
-    ).all()
-    history.record(
-        conn,
-        "range",
+    )
+    holder = literal(by, BigInteger) if by is not None else None
+    if conn.dialect.name == "postgresql":
+        cte = moved.cte("moved")
+        logged = insert(history_table).from_select(
+            [
+                "entity",
+                "entity_id",
+                "from_state",
+                "to_state",
+                "attempt_nr",
+                "panda_id",
+                "at",
+                "reason",
+            ],
+            select(
+                literal("range"),
+                cte.c.range_id,
+                literal(old.value),
+                literal(new.value),
+                cte.c.attempt_nr,
+                cte.c.panda_id if holder is None else holder,
+                literal(now, Float),
+                literal(reason),
+            ),
+        )
+        return int(
+            conn.execute(
+                select(func.count()).select_from(cte).add_cte(logged.cte("logged"))
+            ).scalar_one()
+        )
+    rows = conn.execute(moved).all()
+    Driver(conn).many(
+        "INSERT INTO history (entity, entity_id, from_state, to_state, attempt_nr, panda_id,"
+        " at, reason) VALUES ('range', ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 r.range_id,
@@ -137,13 +172,13 @@ def move_ranges(
                 new.value,
                 r.attempt_nr,
                 r.panda_id if by is None else by,
+                now,
                 reason,
             )
-            for r in moved
+            for r in rows
         ],
-        now,
     )
-    return list(moved)
+    return len(rows)
 
 
 def has_ranges(conn: Connection, jobset_id: int, states: list[str]) -> bool:
@@ -173,13 +208,23 @@ def has_ready_ranges(db: Driver, jobset_id: int) -> bool:
     return bool(db.rows(sql, (jobset_id,)))
 
 
-def refresh_jobset(conn: Connection, jobset_id: int, now: float) -> None:
-    """Bring an ES jobset's consumers and merge in line with its ranges."""
+def refresh_jobset(conn: Connection, jobset_id: int, now: float, *, wait: bool = True) -> None:
+    """Bring an ES jobset's consumers and merge in line with its ranges.
+
+    ``wait=False`` skips the refresh while another transaction holds the jobset: for
+    callers that only took ranges. Every change that returns or ends ranges refreshes
+    the jobset itself (updates, job ends, the reaper), so a skipped refresh is only
+    postponed, and getEventRanges never queues behind a large jobset's move to merging.
+    """
+    # Ranges may have come back to ready below this process's floor, or run out.
+    floors.forget(conn.engine, jobset_id)
     # Lock the jobset: two requests must not both add the missing consumers.
     jobset = conn.execute(
-        select(jobsets).where(jobsets.c.jobset_id == jobset_id).with_for_update()
-    ).one()
-    if not jobset.event_service or jobset.state != "running":
+        select(jobsets)
+        .where(jobsets.c.jobset_id == jobset_id)
+        .with_for_update(skip_locked=not wait)
+    ).one_or_none()
+    if jobset is None or not jobset.event_service or jobset.state != "running":
         return
     ready = has_ready_ranges(Driver(conn), jobset_id)
     params = task_params(conn, jobset.task_id)

@@ -11,7 +11,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from eventservice.dispatcher import fields, lifecycle
+from eventservice.dispatcher import fields, floors, lifecycle
 from eventservice.dispatcher.jobs import load_job
 from eventservice.domain.ids import EventRangeID
 from eventservice.domain.states import (
@@ -27,8 +27,8 @@ from eventservice.store.driver import Driver
 from eventservice.store.schema import event_ranges, input_files
 
 #: Looks again for ready ranges locked by other transactions before answering empty.
-LOCKED_RETRIES = 5
-LOCKED_RETRY_DELAY = 0.02
+LOCKED_RETRIES = 20
+LOCKED_RETRY_DELAY = 0.005
 #: errorCode with which a pilot hands back a range it could not finish (preempted, drained).
 PREEMPTED_ERROR_CODE = 1700
 _ADLER32 = re.compile(r"^[0-9a-f]{1,8}$")
@@ -98,7 +98,7 @@ _SQLITE_SENT_HISTORY = (
 _PG_SEND = """
 picked AS MATERIALIZED (
     SELECT r.range_id FROM event_ranges r
-    WHERE r.jobset_id = {jobset} AND r.state = 'ready'
+    WHERE r.jobset_id = {jobset} AND r.state = 'ready' AND r.start_event >= %(floor)s
     ORDER BY r.start_event LIMIT %(n)s
     FOR UPDATE OF r SKIP LOCKED
 ), sent AS (
@@ -142,9 +142,10 @@ def _position(row: Any) -> tuple[int, int]:
 
 
 def _claim(
-    db: Driver, panda_id: int, n_ranges: int, now: float
+    db: Driver, panda_id: int, n_ranges: int, now: float, floor: int = 0
 ) -> tuple[int, int, list[Any]] | None:
-    """Heartbeat a consumer and lease it up to ``n_ranges`` ready ranges (with history).
+    """Heartbeat a consumer and lease it up to ``n_ranges`` ready ranges (with history),
+    on PostgreSQL from ``start_event`` ``floor`` on (see :mod:`floors`).
 
     ``(taskID, jobsetID, [(range_id, file_id, start, last, attempt), ...])``, or ``None``
     (nothing changed) when the job is unknown or may not take ranges now.
@@ -152,7 +153,7 @@ def _claim(
     if db.is_postgresql:
         found = db.rows(
             _PG_CLAIM,
-            {"now": now, "pid": panda_id, "n": n_ranges},
+            {"now": now, "pid": panda_id, "n": n_ranges, "floor": floor},
         )
         if not found:
             return None
@@ -168,7 +169,7 @@ def _claim(
 def _claim_more(db: Driver, panda_id: int, jobset_id: int, n_ranges: int, now: float) -> list[Any]:
     """Lease ready ranges of a jobset to a consumer already heartbeaten (with history)."""
     if db.is_postgresql:
-        params = {"pid": panda_id, "jobset": jobset_id, "n": n_ranges, "now": now}
+        params = {"pid": panda_id, "jobset": jobset_id, "n": n_ranges, "now": now, "floor": 0}
         return sorted(db.rows(_PG_CLAIM_MORE, params), key=_position)
     rows = sorted(db.rows(_SQLITE_CLAIM, (panda_id, now, jobset_id, n_ranges)), key=_position)
     db.many(_SQLITE_SENT_HISTORY, [(r[0], r[4], panda_id, now) for r in rows])
@@ -185,7 +186,8 @@ def get_event_ranges(
 ) -> list[dict[str, Any]]:
     """Lease up to ``n_ranges`` ready ranges of the consumer's jobset."""
     db = Driver(conn)
-    claimed = _claim(db, panda_id, n_ranges, now)
+    floor = floors.floor(conn.engine, jobset_id) if db.is_postgresql else 0
+    claimed = _claim(db, panda_id, n_ranges, now, floor)
     if claimed is None:
         # Unknown (NotFound), another jobset or task (InvalidInput), or a job that may not
         # take ranges now: answered as before, with nothing changed.
@@ -201,6 +203,12 @@ def get_event_ranges(
         raise InvalidInput(f"PandaID {panda_id} belongs to jobset {job_jobset}, not {jobset_id}")
     if task_id is not None and job_task != task_id:
         raise InvalidInput(f"PandaID {panda_id} belongs to task {job_task}, not {task_id}")
+    if floor and len(rows) < n_ranges:
+        # The floor is a hint: look below it before answering with fewer ranges.
+        rows = sorted(
+            rows + _claim_more(db, panda_id, job_jobset, n_ranges - len(rows), now), key=_position
+        )
+        floor = 0
     for _ in range(LOCKED_RETRIES):
         # SKIP LOCKED also skips ready ranges that other transactions hold right now; an
         # empty answer ends this consumer, so look again once those commit. (Waiting on
@@ -209,8 +217,11 @@ def get_event_ranges(
             break
         time.sleep(LOCKED_RETRY_DELAY)
         rows = _claim_more(db, panda_id, job_jobset, n_ranges, now)
+    if db.is_postgresql and rows:
+        floors.remember(conn.engine, job_jobset, rows[0][2], floor)
     if len(rows) < n_ranges:
-        lifecycle.refresh_jobset(conn, job_jobset, now)
+        floors.forget(conn.engine, job_jobset)
+        lifecycle.refresh_jobset(conn, job_jobset, now, wait=False)
     answer = []
     for _range_id, file_id, start_event, last_event, attempt_nr in rows:
         infile = _input_file(conn, file_id)

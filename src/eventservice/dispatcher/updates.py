@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Float, Integer, String, insert, select
 from sqlalchemy.engine import Connection
 
-from eventservice.dispatcher import lifecycle
+from eventservice.dispatcher import floors, lifecycle
 from eventservice.dispatcher.ranges import _STATUS_TO_STATE, PREEMPTED_ERROR_CODE, RangeReport
 from eventservice.domain.states import Command, RangeState, range_transition_allowed
 from eventservice.errors import Conflict
@@ -106,7 +106,7 @@ def apply_reports(
         if new_state == RangeState.READY:
             returned.add(row.jobset_id)
     # Consumers and merge only change when ranges came back or none are left ready.
-    with_ready = _write(db, pending, changes, now, sorted(touched - returned))
+    with_ready = _write(conn, db, pending, changes, now, sorted(touched - returned))
     for jobset_id in sorted(touched):
         if jobset_id in returned or jobset_id not in with_ready:
             lifecycle.refresh_jobset(conn, jobset_id, now)
@@ -156,6 +156,7 @@ def _lock_rows(db: Driver, reports: list[RangeReport]) -> dict[tuple[int, int, i
 
 
 def _write(
+    conn: Connection,
     db: Driver,
     pending: dict[tuple[str, ...], list[tuple[Any, ...]]],
     changes: list[Change],
@@ -163,7 +164,8 @@ def _write(
     jobsets: list[int],
 ) -> set[int]:
     """The guarded range updates, one statement per set of columns, and their history;
-    returns which of ``jobsets`` still have ready ranges.
+    returns which of ``jobsets`` still have ready ranges (on PostgreSQL: from their
+    floor on; a jobset not named is refreshed, which looks from its start).
 
     The rows are locked, so every update must match; if one does not, nothing changes.
     """
@@ -180,7 +182,10 @@ def _write(
             sql = _pg_update(columns, history is not None, check)
             history = None  # the history goes with the first update
             if check:
-                ((count, found),) = db.rows(sql, [*args, _pg_array(jobsets)])
+                from_events = [floors.floor(conn.engine, j) for j in jobsets]
+                ((count, found),) = db.rows(
+                    sql, [*args, _pg_array(jobsets), _pg_array(from_events)]
+                )
                 changed += count
                 with_ready.update(found)
             else:
@@ -242,9 +247,9 @@ def _pg_update(columns: tuple[str, ...], with_history: bool, with_ready_check: b
     ctes.append(f"updated AS ({update_sql} RETURNING 1)")
     return (
         f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM updated),"
-        " ARRAY(SELECT j FROM unnest(%s::bigint[]) AS j WHERE (SELECT 1 FROM event_ranges x"
-        " WHERE x.jobset_id = j AND x.state = 'ready' ORDER BY x.start_event LIMIT 1)"
-        " IS NOT NULL)"
+        " ARRAY(SELECT j FROM unnest(%s::bigint[], %s::bigint[]) AS t(j, f)"
+        " WHERE (SELECT 1 FROM event_ranges x WHERE x.jobset_id = j AND x.state = 'ready'"
+        " AND x.start_event >= f ORDER BY x.start_event LIMIT 1) IS NOT NULL)"
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 from sqlalchemy import select
 
@@ -351,3 +354,26 @@ def test_mixed_batch_applies_each_transition_with_its_history(dispatcher: Dispat
     ]
     sent = [h for h in everything if h["to"] == "sent"]
     assert len(sent) == 6 and {h["PandaID"] for h in sent} == {pid}
+
+
+def test_a_short_answer_does_not_wait_for_a_locked_jobset(dispatcher: Dispatcher) -> None:
+    """getEventRanges leaves the jobset refresh to whoever holds the jobset (PostgreSQL:
+    e.g. the request moving a large jobset to merging)."""
+    if dispatcher.database.is_sqlite:
+        pytest.skip("SQLite has no row locks: one writer at a time")
+    submit(dispatcher, 2)
+    job = start_consumer(dispatcher)
+    with dispatcher.database.engine.connect() as other, other.begin():
+        other.exec_driver_sql(
+            "SELECT 1 FROM jobsets WHERE jobset_id = %s FOR UPDATE", (int(job["jobsetID"]),)
+        )
+        done = threading.Event()
+        answers: list[Any] = []
+
+        def ask() -> None:
+            answers.append(dispatcher.get_event_ranges(job["PandaID"], None, None, 5))
+            done.set()
+
+        threading.Thread(target=ask, daemon=True).start()
+        assert done.wait(10), "getEventRanges waited for the jobset lock"
+    assert [r["startEvent"] for r in answers[0]] == [0, 1]

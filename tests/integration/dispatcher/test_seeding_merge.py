@@ -165,6 +165,11 @@ def test_merge_inputs_v1_zip_files(dispatcher: Dispatcher) -> None:
     assert dispatcher.task(task_id)["state"] == "merging"
 
 
+def _holders(d: Dispatcher, task_id: int) -> list[int]:
+    """The consumer that last held each range of the task."""
+    return [int(r["eventRangeID"].split("-")[1]) for r in ranges_of(d, task_id).values()]
+
+
 def _merge_job(d: Dispatcher) -> dict[str, Any]:
     merge = d.get_job("Q", "merger")
     assert merge is not None and merge["eventServiceMerge"] == "True"
@@ -198,6 +203,16 @@ def test_merge_finished(dispatcher: Dispatcher) -> None:
         summary["outputs"][0]["adler32"],
         summary["outputs"][0]["lfn"],
     ) == ("file:///out/final.root", 4242, "01020304", merge["outFiles"])
+    # one history row per range for each bulk move, recorded for the merge job
+    moves = [
+        (h["from"], h["to"], h["PandaID"], h["reason"])
+        for h in dispatcher.history(entity="range")
+        if h["from"] in ("finished", "done")
+    ]
+    assert sorted(moves) == sorted(
+        [("finished", "done", h, "accepted for merge") for h in _holders(dispatcher, task_id)]
+        + [("done", "merged", merge["PandaID"], "merged")] * 2
+    )
     # the merge job cannot be reported again into another state
     with pytest.raises(IllegalTransition):
         dispatcher.update_job(merge["PandaID"], "failed", {})
@@ -221,6 +236,15 @@ def test_merge_failed_is_retried_then_outputs_discarded(dispatcher: Dispatcher) 
     assert [(r["state"], r["attemptNr"], r["path"]) for r in ranges.values()] == [
         ("ready", 2, None)
     ] * 3
+    trail = [
+        (h["from"], h["to"], h["attemptNr"], h["PandaID"], h["reason"])
+        for h in dispatcher.history(entity="range")
+        if h["from"] in ("done", "discarded")
+    ]
+    assert sorted(trail) == sorted(
+        [("done", "discarded", 1, second["PandaID"], "merge failed: output discarded")] * 3
+        + [("discarded", "ready", 2, h, "re-processing") for h in _holders(dispatcher, task_id)]
+    )
     summary = dispatcher.task(task_id)
     assert summary["jobsets"] == {"running": 1}
     assert summary["state"] == "running"
