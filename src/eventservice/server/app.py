@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -17,26 +16,32 @@ from eventservice.errors import EventServiceError
 from eventservice.server import api, panda
 from eventservice.server.errors import api_status
 from eventservice.server.fastpath import PandaFastPath
+from eventservice.server.scheduling import WorkFirstExecutor
 from eventservice.store import Database
 
 log = logging.getLogger(__name__)
-#: Threads running PanDA requests on PostgreSQL: enough to keep the database busy,
-#: few enough that they do not fight over the GIL (the database pool holds 40).
-PANDA_THREADS = 16
+#: Threads running PanDA requests on PostgreSQL, per process: enough to keep the database
+#: busy while others wait on the network, few enough that each request is answered
+#: quickly and a request for work does not queue behind many others (see scheduling).
+PANDA_THREADS = 4
 
 
-def create_app(dispatcher: Dispatcher, reaper: bool = True) -> FastAPI:
-    """Build the dispatcher's web application; ``reaper`` runs lease expiry in background."""
+def create_app(dispatcher: Dispatcher, reaper: bool = True) -> PandaFastPath:
+    """Build the dispatcher's web application; ``reaper`` runs lease expiry in background.
+
+    The PanDA paths are answered by :class:`PandaFastPath`; everything else (``/api/v1``,
+    the OpenAPI description, lifespan) goes on to the FastAPI application it wraps.
+    """
 
     # SQLite runs one transaction at a time: the PanDA methods run on the event loop.
     executor = (
-        None
-        if dispatcher.database.is_sqlite
-        else ThreadPoolExecutor(PANDA_THREADS, thread_name_prefix="panda")
+        None if dispatcher.database.is_sqlite else WorkFirstExecutor(PANDA_THREADS, name="panda")
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if executor is not None:
+            dispatcher.database.warm_up(PANDA_THREADS + 1)  # and one for the reaper
         thread = dispatcher.start_reaper() if reaper else None
         try:
             yield
@@ -49,7 +54,6 @@ def create_app(dispatcher: Dispatcher, reaper: bool = True) -> FastAPI:
     app = FastAPI(title="Event Service dispatcher", version=__version__, lifespan=lifespan)
     app.state.dispatcher = dispatcher
     app.include_router(panda.build_router(dispatcher))
-    app.add_middleware(PandaFastPath, methods=panda.panda_methods(dispatcher), executor=executor)
     app.include_router(api.build_router(dispatcher))
 
     @app.exception_handler(EventServiceError)
@@ -58,10 +62,13 @@ def create_app(dispatcher: Dispatcher, reaper: bool = True) -> FastAPI:
             {"detail": str(error), "error": type(error).__name__}, status_code=api_status(error)
         )
 
-    return app
+    # In front of FastAPI, not inside it: its middleware stack (error pages, telemetry,
+    # body limits) wraps every message of every request, and the PanDA paths handle all
+    # of that themselves.
+    return PandaFastPath(app, methods=panda.panda_methods(dispatcher), executor=executor)
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> PandaFastPath:
     """Factory for ``uvicorn --factory`` with several worker processes.
 
     Reads ``EVENTSERVICE_DB`` and ``EVENTSERVICE_LEASE_SECONDS``.

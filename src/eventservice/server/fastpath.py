@@ -1,19 +1,18 @@
-"""The PanDA paths answered as plain ASGI, ahead of FastAPI's routing.
+"""The PanDA paths answered as plain ASGI, in front of the FastAPI application.
 
 Pilots call getEventRanges and updateEventRanges many times per second each. Through
-FastAPI every call passed the router, the endpoint machinery and Starlette's thread
-pool helper: about a fifth of the dispatcher's CPU. This middleware answers
-``POST|GET /server/panda/<method>`` itself, with the same parsing, the same methods and
-the same answers as the FastAPI routes in :mod:`eventservice.server.panda` (which
-still describe the paths in /docs). Errors it does not handle propagate to Starlette's
-error middleware (500), as before.
+FastAPI every call passed its middleware stack, the router, the endpoint machinery and
+Starlette's thread pool helper: about a third of the dispatcher's CPU. This application
+answers ``POST|GET /server/panda/<method>`` itself, with the same parsing, the same
+methods and the same answers as the FastAPI routes in :mod:`eventservice.server.panda`
+(which still describe the paths in /docs), and hands everything else to FastAPI.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,18 +24,24 @@ from eventservice.server.panda import (
     error_answer,
     parse_fields,
 )
+from eventservice.server.scheduling import WorkFirstExecutor
 
 PREFIX = "/server/panda/"
+#: Requests for work: a pilot waits for their answer with idle cores (see scheduling).
+WORK_REQUESTS = frozenset({"getJob", "getEventRanges"})
 
 
 class PandaFastPath:
-    """ASGI middleware: PanDA methods in, everything else on to ``app``.
+    """ASGI application: PanDA methods answered here, everything else on to ``app``.
 
-    ``executor`` runs the (blocking) methods; ``None`` runs them on the event loop
-    itself, which suits SQLite, where one transaction runs at a time anyway.
+    ``executor`` runs the (blocking) methods, requests for work first; ``None`` runs them
+    on the event loop itself, which suits SQLite, where one transaction runs at a time
+    anyway.
     """
 
-    def __init__(self, app: ASGIApp, methods: dict[str, Method], executor: Executor | None) -> None:
+    def __init__(
+        self, app: ASGIApp, methods: dict[str, Method], executor: WorkFirstExecutor | None
+    ) -> None:
         self.app = app
         self.methods = methods
         self.executor = executor
@@ -49,7 +54,8 @@ class PandaFastPath:
         ):
             await self.app(scope, receive, send)
             return
-        method = self.methods.get(scope["path"][len(PREFIX) :])
+        method_name = scope["path"][len(PREFIX) :]
+        method = self.methods.get(method_name)
         if method is None:
             await self.app(scope, receive, send)
             return
@@ -59,7 +65,8 @@ class PandaFastPath:
                 content_type = value.decode("latin-1")
             elif name == b"accept":
                 accept = value.decode("latin-1")
-        status, data = 200, None
+        status = 200
+        data: dict[str, Any]
         try:
             body = await _read_body(receive)
             if body is None:
@@ -68,8 +75,12 @@ class PandaFastPath:
             if self.executor is None:
                 data = method(fields)
             else:
-                loop = asyncio.get_running_loop()
-                data = await loop.run_in_executor(self.executor, method, fields)
+                submit = (
+                    self.executor.submit_urgent
+                    if method_name in WORK_REQUESTS
+                    else self.executor.submit
+                )
+                data = await asyncio.wrap_future(submit(method, fields))
         except EventServiceError as error:
             status, data = error_answer(error)
         payload, media_type = encode_answer(data, accept)

@@ -133,5 +133,23 @@ class Database:
         except OperationalError as exc:
             raise StoreError(f"cannot migrate database: {exc.orig}") from exc
 
+    def warm_up(self, connections: int) -> None:
+        """Open ``connections`` pooled connections now rather than on the first requests.
+
+        A dispatcher started under load (pilots waiting for it) would otherwise open them
+        all at once inside its first requests. Failures are left to those requests.
+        """
+        if self.is_sqlite:
+            return
+        opened = []
+        try:
+            for _ in range(connections):
+                opened.append(self.engine.connect())
+        except SQLAlchemyError:
+            pass
+        finally:
+            for connection in opened:
+                connection.close()
+
     def dispose(self) -> None:
         self.engine.dispose()
