@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 #: Threads running PanDA requests on PostgreSQL, per process: enough to keep the database
 #: busy while others wait on the network, few enough that each request is answered
 #: quickly and a request for work does not queue behind many others (see scheduling).
-PANDA_THREADS = 4
+PANDA_THREADS = 3
 
 
 def create_app(dispatcher: Dispatcher, reaper: bool = True) -> PandaFastPath:
