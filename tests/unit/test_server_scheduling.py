@@ -1,13 +1,14 @@
-"""WorkFirstExecutor: requests for work first, reports never starved."""
+"""WorkFirstExecutor and InlineWorkFirst: requests for work first, reports never starved."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import CancelledError
 
 import pytest
 
-from eventservice.server.scheduling import WorkFirstExecutor
+from eventservice.server.scheduling import InlineWorkFirst, WorkFirstExecutor
 
 
 def _blocked(executor: WorkFirstExecutor) -> threading.Event:
@@ -81,3 +82,44 @@ def test_shutdown_runs_or_cancels_what_is_queued() -> None:
 def test_at_least_one_thread() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         WorkFirstExecutor(0)
+
+
+def _inline_order(max_delay: float) -> list[str]:
+    """Queue two reports, then two requests for work, all before the loop runs any."""
+    lane = InlineWorkFirst(max_delay=max_delay)
+    order: list[str] = []
+
+    async def main() -> None:
+        calls = [
+            lane.call(False, order.append, "report-1"),
+            lane.call(False, order.append, "report-2"),
+            lane.call(True, order.append, "work-1"),
+            lane.call(True, order.append, "work-2"),
+        ]
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+    return order
+
+
+def test_inline_requests_for_work_run_before_waiting_reports() -> None:
+    assert _inline_order(max_delay=60) == ["work-1", "work-2", "report-1", "report-2"]
+
+
+def test_inline_reports_waiting_longer_than_max_delay_go_first() -> None:
+    assert _inline_order(max_delay=-1) == ["report-1", "report-2", "work-1", "work-2"]
+
+
+def test_inline_results_and_errors_reach_the_caller() -> None:
+    lane = InlineWorkFirst()
+
+    async def main() -> tuple[int, BaseException]:
+        value = await lane.call(True, pow, 2, 10)
+        try:
+            await lane.call(False, lambda: 1 / 0)
+        except ZeroDivisionError as error:
+            return value, error
+        raise AssertionError("no error")
+
+    value, error = asyncio.run(main())
+    assert value == 1024 and isinstance(error, ZeroDivisionError)

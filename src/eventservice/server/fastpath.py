@@ -24,7 +24,7 @@ from eventservice.server.panda import (
     error_answer,
     parse_fields,
 )
-from eventservice.server.scheduling import WorkFirstExecutor
+from eventservice.server.scheduling import InlineWorkFirst, WorkFirstExecutor
 
 PREFIX = "/server/panda/"
 #: Requests for work: a pilot waits for their answer with idle cores (see scheduling).
@@ -35,8 +35,8 @@ class PandaFastPath:
     """ASGI application: PanDA methods answered here, everything else on to ``app``.
 
     ``executor`` runs the (blocking) methods, requests for work first; ``None`` runs them
-    on the event loop itself, which suits SQLite, where one transaction runs at a time
-    anyway.
+    on the event loop itself, in the same order, which suits SQLite, where one
+    transaction runs at a time anyway.
     """
 
     def __init__(
@@ -45,6 +45,7 @@ class PandaFastPath:
         self.app = app
         self.methods = methods
         self.executor = executor
+        self.inline = InlineWorkFirst()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -73,7 +74,7 @@ class PandaFastPath:
                 return  # the client went away
             fields = parse_fields(body, content_type, scope["query_string"].decode("latin-1"))
             if self.executor is None:
-                data = method(fields)
+                data = await self.inline.call(method_name in WORK_REQUESTS, method, fields)
             else:
                 submit = (
                     self.executor.submit_urgent

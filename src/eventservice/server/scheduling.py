@@ -13,6 +13,7 @@ so in steady state both kinds are answered at the same rate.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -111,3 +112,54 @@ class WorkFirstExecutor(Executor):
                 call.future.set_exception(error)
             else:
                 call.future.set_result(result)
+
+
+class InlineWorkFirst:
+    """The same order for methods run on the event loop itself (SQLite: one writer).
+
+    :meth:`call` queues a call and waits for it; the loop runs queued calls for up to
+    :attr:`SLICE_SECONDS` per iteration, between its polls for new requests, so a request
+    for work that arrives while reports wait goes before them (with the same
+    ``max_delay`` for reports).
+    """
+
+    #: How long the loop runs queued calls before it looks for new requests again.
+    SLICE_SECONDS = 0.002
+
+    def __init__(self, max_delay: float = 1.0) -> None:
+        self.max_delay = max_delay
+        self._urgent: deque[tuple[_Call, asyncio.Future[Any]]] = deque()
+        self._normal: deque[tuple[_Call, asyncio.Future[Any]]] = deque()
+        self._scheduled = False
+
+    async def call(self, urgent: bool, fn: Callable[..., Any], /, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the loop in its turn; its result or its exception."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        (self._urgent if urgent else self._normal).append((_Call(fn, args, {}), waiter))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._run_one)
+        return await waiter
+
+    def _run_one(self) -> None:
+        deadline = time.monotonic() + self.SLICE_SECONDS
+        while self._urgent or self._normal:
+            if self._normal and (
+                not self._urgent or time.monotonic() - self._normal[0][0].queued_at > self.max_delay
+            ):
+                call, waiter = self._normal.popleft()
+            else:
+                call, waiter = self._urgent.popleft()
+            if not waiter.cancelled():  # the client went away meanwhile
+                try:
+                    waiter.set_result(call.function(*call.args))
+                except Exception as error:
+                    waiter.set_exception(error)
+            if time.monotonic() > deadline:
+                break
+        if self._urgent or self._normal:
+            # Let the loop read new requests (and queue them) before going on.
+            asyncio.get_running_loop().call_soon(self._run_one)
+        else:
+            self._scheduled = False
