@@ -243,8 +243,14 @@ def refresh_jobset(conn: Connection, jobset_id: int, now: float, *, wait: bool =
             conn.execute(
                 insert(jobs),
                 [
-                    new_job_row(jobset.task_id, jobset_id, JobKind.EVENT_SERVICE, now)
-                    for _ in range(missing)
+                    new_job_row(
+                        jobset.task_id,
+                        jobset_id,
+                        JobKind.EVENT_SERVICE,
+                        now,
+                        consumers_before=len(consumers) + i,
+                    )
+                    for i in range(missing)
                 ],
             )
             conn.execute(

@@ -131,8 +131,8 @@ def submit_task(conn: Connection, spec: TaskSpec, now: float) -> int:
                     .values(consumers_made=n_consumers)
                 )
                 job_rows += [
-                    new_job_row(task_id, jobset_id, JobKind.EVENT_SERVICE, now)
-                    for _ in range(n_consumers)
+                    new_job_row(task_id, jobset_id, JobKind.EVENT_SERVICE, now, consumers_before=i)
+                    for i in range(n_consumers)
                 ]
                 range_rows += [
                     {
@@ -157,17 +157,33 @@ def submit_task(conn: Connection, spec: TaskSpec, now: float) -> int:
     return task_id
 
 
+#: Merge jobs go first: their jobset's outputs wait for them.
+MERGE_PRIORITY = 10
+
+
 def new_job_row(
-    task_id: int, jobset_id: int, kind: JobKind, now: float, attempt_nr: int = 1
+    task_id: int,
+    jobset_id: int,
+    kind: JobKind,
+    now: float,
+    attempt_nr: int = 1,
+    *,
+    consumers_before: int = 0,
 ) -> dict[str, Any]:
-    """Values of a fresh, activated job."""
+    """Values of a fresh, activated job.
+
+    ``consumers_before``: for an ES consumer, how many live consumers its jobset already
+    has. A jobset's second consumer ranks below every first consumer (and so on), so
+    pilots spread over untouched jobsets before they share one: fewer consumer jobs,
+    hence fewer payload starts, per jobset.
+    """
     return {
         "task_id": task_id,
         "jobset_id": jobset_id,
         "kind": int(kind),
         "state": JobState.ACTIVATED.value,
         "attempt_nr": attempt_nr,
-        "priority": 10 if kind == JobKind.ES_MERGE else 0,
+        "priority": MERGE_PRIORITY if kind == JobKind.ES_MERGE else -consumers_before,
         "command": "NULL",
         "created_at": now,
     }

@@ -433,3 +433,37 @@ def test_history_uses_the_dispatcher_clock(dispatcher: Dispatcher, clock) -> Non
     start_consumer(dispatcher)
     stamps = {h["entity"]: h["at"] for h in dispatcher.history()}
     assert stamps and all(at == clock.now for at in stamps.values()), stamps
+
+
+def test_first_consumers_of_every_jobset_go_before_second_ones(dispatcher: Dispatcher) -> None:
+    submit(dispatcher, 6, nEventsPerJob=2, nEsConsumers=2)  # 3 jobsets, 2 consumers each
+    order = []
+    while (job := dispatcher.get_job("Q", "n")) is not None:
+        order.append(int(job["jobsetID"]))
+    first = sorted(set(order))
+    assert order == first + first  # every jobset once, then every jobset again
+
+
+def test_a_replacement_consumer_ranks_by_the_consumers_its_jobset_still_has(
+    dispatcher: Dispatcher,
+) -> None:
+    # 3 jobsets A, B, C with 2 consumers each
+    submit(dispatcher, 6, nEventsPerJob=2, nEsConsumers=2)
+    a1 = start_consumer(dispatcher)
+    b1 = start_consumer(dispatcher)
+    dispatcher.get_event_ranges(a1["PandaID"], None, None, 1)
+    dispatcher.get_event_ranges(b1["PandaID"], None, None, 1)
+    dispatcher.update_job(a1["PandaID"], "failed", {})  # A: a third consumer is made
+    dispatcher.update_job(b1["PandaID"], "failed", {})
+    order = []
+    while (job := dispatcher.get_job("Q", "n")) is not None:
+        order.append((int(job["jobsetID"]), job["PandaID"]))
+    jobset_a, jobset_b = int(a1["jobsetID"]), int(b1["jobsetID"])
+    (jobset_c,) = {j for j, _ in order} - {jobset_a, jobset_b}
+    # C is untouched: its first consumer goes first; then every second consumer, A's and
+    # B's replacements among them (each had one live consumer left when it was made)
+    assert order[0][0] == jobset_c
+    assert sorted(j for j, _ in order[1:]) == sorted(
+        [jobset_a, jobset_a, jobset_b, jobset_b, jobset_c]
+    )
+    assert [p for _, p in order[1:]] == sorted(p for _, p in order[1:])
