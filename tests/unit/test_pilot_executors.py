@@ -11,7 +11,12 @@ import pytest
 
 from eventservice.errors import InvalidInput
 from eventservice.pilot.executors import executor_for
-from eventservice.pilot.executors.base import JobResult, fill_template, payload_environment
+from eventservice.pilot.executors.base import (
+    THREAD_POOL_VARIABLES,
+    JobResult,
+    fill_template,
+    payload_environment,
+)
 from eventservice.pilot.executors.eventservice import run_eventservice
 from eventservice.pilot.executors.generic import run_generic
 from eventservice.pilot.executors.merge import run_merge
@@ -31,6 +36,15 @@ def test_payload_environment_puts_the_pilot_installation_first(monkeypatch):
     env = payload_environment({"PILOT_EVENTRANGECHANNEL": "@x"})
     assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/usr/bin"]
     assert env["PILOT_EVENTRANGECHANNEL"] == "@x"
+
+
+def test_payload_thread_pools_follow_the_job_cores_unless_the_site_set_them(monkeypatch):
+    for variable in THREAD_POOL_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the site's choice stays
+    env = payload_environment(cores=8)
+    assert env["OMP_NUM_THREADS"] == "2"
+    assert env["OPENBLAS_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "8"
 
 
 def test_final_update_fields():

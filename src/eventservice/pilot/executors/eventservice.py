@@ -203,7 +203,7 @@ class EventServiceRun:
         try:
             self._refill()
             env = {ENV_CHANNEL: self.channel.name, "ATHENA_PROC_NUMBER": str(self.cores)}
-            payload = PayloadProcess(self.job.transformation, self.ctx.job_dir, env)
+            payload = PayloadProcess(self.job.transformation, self.ctx.job_dir, env, self.cores)
             code = self._loop(payload)
         except Exception as exc:
             # A pilot bug or an unstartable payload: hand everything back, report, end.
