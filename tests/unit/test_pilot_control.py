@@ -126,3 +126,59 @@ def test_pilot_deadline_from_maxtime_and_lifetime(tmp_path):
     assert short.deadline(QueueConfig(name="Q", maxtime=3600)) == pytest.approx(short.started + 50)
     assert short._stop_reason(0, short.started - 1) == "lifetime over"
     assert short._stop_reason(0, None) is None
+
+
+def test_control_wait_sleeps_until_a_drain_or_kill():
+    import threading
+
+    control = PilotControl()
+    start = time.monotonic()
+    assert control.wait(0.05) is False
+    assert time.monotonic() - start >= 0.05
+    for ask in ("request_drain", "request_kill"):
+        control = PilotControl()
+        threading.Timer(0.05, getattr(control, ask), args=("stop",)).start()
+        start = time.monotonic()
+        assert control.wait(10) is True
+        assert time.monotonic() - start < 2
+
+
+class NoJobsClient:
+    """A dispatcher with an empty queue."""
+
+    def __init__(self):
+        self.get_job_calls = 0
+
+    def get_queue(self, name):
+        return {"name": name}
+
+    def get_job(self, queue, **fields):
+        self.get_job_calls += 1
+        return None
+
+
+@pytest.mark.parametrize(("wait", "calls"), [(0.0, 1), (0.7, 3)])
+def test_pilot_asks_for_jobs_for_wait_for_jobs_seconds(tmp_path, wait, calls):
+    from eventservice.pilot.main import JOB_POLL_INTERVAL, Pilot
+
+    assert JOB_POLL_INTERVAL == 0.5  # asks at 0, 0.5 and 1.0 s for wait=0.7
+    client = NoJobsClient()
+    summary = Pilot(client, "Q", tmp_path, wait_for_jobs=wait, router=object()).run()
+    assert summary.stopped_because == "no more jobs"
+    assert client.get_job_calls == calls
+
+
+def test_a_waiting_pilot_stops_on_a_drain(tmp_path):
+    import threading
+
+    from eventservice.pilot.main import Pilot
+
+    control = PilotControl()
+    pilot = Pilot(NoJobsClient(), "Q", tmp_path, wait_for_jobs=60, control=control, router=object())
+    threading.Timer(
+        0.3, control.request_drain, args=("signal SIGTERM",), kwargs={"pilot_wide": True}
+    ).start()
+    start = time.monotonic()
+    summary = pilot.run()
+    assert time.monotonic() - start < 5
+    assert summary.stopped_because == "signal SIGTERM"

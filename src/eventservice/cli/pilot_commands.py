@@ -25,6 +25,12 @@ def pilot(
     lifetime: float | None = typer.Option(
         None, "--lifetime", min=0, help="Seconds; then drain and take no further job."
     ),
+    wait_for_jobs: float = typer.Option(
+        0.0,
+        "--wait-for-jobs",
+        min=0,
+        help="Seconds to keep asking for a job when none is free before stopping.",
+    ),
     grace: float = typer.Option(
         60.0, "--grace", min=0, help="Seconds in-flight ranges get after a signal or softkill."
     ),
@@ -76,7 +82,13 @@ def pilot(
     try:
         with PandaClient(server, retry=RetryPolicy(retry_for=retry_for)) as client:
             summary = Pilot(
-                client, queue, workdir, options=options, max_jobs=jobs, lifetime=lifetime
+                client,
+                queue,
+                workdir,
+                options=options,
+                max_jobs=jobs,
+                lifetime=lifetime,
+                wait_for_jobs=wait_for_jobs,
             ).run()
     except EventServiceError as exc:
         typer.echo(f"pilot: {exc}", err=True)

@@ -49,8 +49,16 @@ def make_router(queue: QueueConfig) -> Any:
     return StorageRouter(queue.storages)
 
 
+#: Seconds between getJob calls while waiting for a job (``wait_for_jobs``).
+JOB_POLL_INTERVAL = 0.5
+
+
 class Pilot:
-    """Pulls and runs jobs from one dispatcher queue."""
+    """Pulls and runs jobs from one dispatcher queue.
+
+    With ``wait_for_jobs`` it keeps asking for a job that long when none is free before
+    it ends (a pilot that ends and is replaced pays its start-up again).
+    """
 
     def __init__(
         self,
@@ -61,6 +69,7 @@ class Pilot:
         options: PilotOptions | None = None,
         max_jobs: int | None = None,
         lifetime: float | None = None,
+        wait_for_jobs: float = 0.0,
         control: PilotControl | None = None,
         router: Any | None = None,
     ) -> None:
@@ -72,6 +81,7 @@ class Pilot:
         self.options.node = self.options.node or socket.gethostname()
         self.max_jobs = max_jobs
         self.lifetime = lifetime
+        self.wait_for_jobs = wait_for_jobs
         self.control = control or PilotControl(self.options.grace)
         self.journal = ReportJournal(self.workdir / "pending-reports")
         if hasattr(client, "give_up_retrying"):
@@ -115,6 +125,7 @@ class Pilot:
                 log.info("sent %d report(s) left by an earlier pilot", leftover.sent)
             router = self._router or make_router(queue)
             deadline = self.deadline(queue)
+            idle_since: float | None = None
             while not (reason := self._stop_reason(len(summary.jobs), deadline)):
                 fields = self.client.get_job(
                     queue.name,
@@ -123,8 +134,16 @@ class Pilot:
                     cpu=self.options.cores or queue.corecount,
                 )
                 if fields is None:
-                    reason = "no more jobs"
-                    break
+                    # None free now; within --wait-for-jobs one may come (a merge job, a
+                    # consumer replacing a lost one): ask again rather than end.
+                    now = time.monotonic()
+                    idle_since = now if idle_since is None else idle_since
+                    if now - idle_since >= self.wait_for_jobs:
+                        reason = "no more jobs"
+                        break
+                    self.control.wait(min(JOB_POLL_INTERVAL, self.wait_for_jobs))
+                    continue
+                idle_since = None
                 state = self.run_job(fields, queue, router, deadline)
                 summary.jobs.append((int(fields["PandaID"]), state))
                 self.control.reset_for_next_job()

@@ -69,6 +69,16 @@ class PilotControl:
                 self._kill.set()
                 log.warning("killing: %s", reason)
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; ``True`` as soon as a drain or kill is asked for."""
+        end = time.monotonic() + seconds
+        while not self.draining:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self._drain.wait(min(left, 0.1))  # a kill sets no drain: look again soon
+        return True
+
     def grace_expired(self) -> bool:
         """Whether a drain has run out of time."""
         deadline = self.drain_deadline
