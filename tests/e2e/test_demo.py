@@ -62,7 +62,10 @@ def test_demo_survives_dispatcher_crash(
     tmp_path: Path, backend: str, postgres_available: bool
 ) -> None:
     """SIGKILL the dispatcher mid-run, restart it on the same database; the run completes."""
-    args = ["--events", "600", "--pilots", "3", "--crash-dispatcher-at", "6"]
+    # 600 events x 20 ms: at least 6 s of payload CPU on 2 cores, so the crash at 3 s
+    # falls inside the run however fast the machine starts pilots.
+    args = ["--events", "600", "--cpu-per-event", "0.02", "--pilots", "3"]
+    args += ["--crash-dispatcher-at", "3"]
     if backend == "postgresql":
         require_service(postgres_available, f"PostgreSQL at {POSTGRES_URL}")
         reset_postgres()
