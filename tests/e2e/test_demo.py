@@ -47,8 +47,12 @@ def test_demo_merged_output_equals_sequential_run(tmp_path: Path) -> None:
 
 def test_demo_survives_random_sigkills(tmp_path: Path) -> None:
     """Preemption: 1,000 events, 4 pilots, a random SIGKILL every few seconds."""
+    # 10 ms per event: at least 5 s of payload CPU on 2 cores, so kills (seeded, mean
+    # 3 s) happen however fast the machine is.
     result = run_demo(
-        tmp_path, "--events", "1000", "--pilots", "4", "--cores", "2", "--preempt-every", "3"
+        tmp_path,
+        *("--events", "1000", "--cpu-per-event", "0.01", "--pilots", "4", "--cores", "2"),
+        *("--preempt-every", "3"),
     )
     assert_verified(result, 1000)
     killed = int(re.search(r"(\d+) killed", result.stdout).group(1))
