@@ -20,7 +20,9 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -29,7 +31,37 @@ class _Call:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     future: Future[Any] = field(default_factory=Future)
-    queued_at: float = field(default_factory=time.monotonic)
+
+
+class _WorkFirstQueue(Generic[T]):
+    """Two FIFO queues, urgent (requests for work) and normal, and the order between them:
+    urgent first, unless the oldest normal entry has waited longer than ``max_delay``."""
+
+    def __init__(self, max_delay: float) -> None:
+        self.max_delay = max_delay
+        self.urgent: deque[tuple[float, T]] = deque()
+        self.normal: deque[tuple[float, T]] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self.urgent or self.normal)
+
+    def put(self, urgent: bool, item: T) -> None:
+        (self.urgent if urgent else self.normal).append((time.monotonic(), item))
+
+    def pop(self) -> T:
+        """The next entry; the queue must not be empty."""
+        if self.normal and (
+            not self.urgent or time.monotonic() - self.normal[0][0] > self.max_delay
+        ):
+            return self.normal.popleft()[1]
+        return self.urgent.popleft()[1]
+
+    def drain(self) -> list[T]:
+        """Take every entry out, in no particular order."""
+        items = [item for _, item in (*self.urgent, *self.normal)]
+        self.urgent.clear()
+        self.normal.clear()
+        return items
 
 
 class WorkFirstExecutor(Executor):
@@ -43,10 +75,8 @@ class WorkFirstExecutor(Executor):
     def __init__(self, threads: int, max_delay: float = 1.0, name: str = "panda") -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
-        self.max_delay = max_delay
         self._ready = threading.Condition()
-        self._urgent: deque[_Call] = deque()
-        self._normal: deque[_Call] = deque()
+        self._calls: _WorkFirstQueue[_Call] = _WorkFirstQueue(max_delay)
         self._closed = False
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
@@ -57,50 +87,45 @@ class WorkFirstExecutor(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue a normal call (a report, a status change, a read)."""
-        return self._queue(self._normal, _Call(fn, args, kwargs))
+        return self._queue(False, _Call(fn, args, kwargs))
 
     def submit_urgent(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue a request for work: it runs before the normal calls waiting."""
-        return self._queue(self._urgent, _Call(fn, args, kwargs))
+        return self._queue(True, _Call(fn, args, kwargs))
 
     def pending(self) -> tuple[int, int]:
         """How many (urgent, normal) calls wait for a thread."""
         with self._ready:
-            return len(self._urgent), len(self._normal)
+            return len(self._calls.urgent), len(self._calls.normal)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking calls; run (or with ``cancel_futures`` cancel) those queued."""
         with self._ready:
             self._closed = True
             if cancel_futures:
-                for queue in (self._urgent, self._normal):
-                    while queue:
-                        queue.popleft().future.cancel()
+                for call in self._calls.drain():
+                    call.future.cancel()
             self._ready.notify_all()
         if wait:
             for thread in self._threads:
                 thread.join()
 
-    def _queue(self, queue: deque[_Call], call: _Call) -> Future[Any]:
+    def _queue(self, urgent: bool, call: _Call) -> Future[Any]:
         with self._ready:
             if self._closed:
                 raise RuntimeError("cannot schedule new calls after shutdown")
-            queue.append(call)
+            self._calls.put(urgent, call)
             self._ready.notify()
         return call.future
 
     def _next(self) -> _Call | None:
         """The call to run next (``None``: shut down and drained); waits for one."""
         with self._ready:
-            while not (self._urgent or self._normal):
+            while not self._calls:
                 if self._closed:
                     return None
                 self._ready.wait()
-            if self._normal and (
-                not self._urgent or time.monotonic() - self._normal[0].queued_at > self.max_delay
-            ):
-                return self._normal.popleft()
-            return self._urgent.popleft()
+            return self._calls.pop()
 
     def _work(self) -> None:
         while (call := self._next()) is not None:
@@ -127,16 +152,14 @@ class InlineWorkFirst:
     SLICE_SECONDS = 0.002
 
     def __init__(self, max_delay: float = 1.0) -> None:
-        self.max_delay = max_delay
-        self._urgent: deque[tuple[_Call, asyncio.Future[Any]]] = deque()
-        self._normal: deque[tuple[_Call, asyncio.Future[Any]]] = deque()
+        self._calls: _WorkFirstQueue[tuple[_Call, asyncio.Future[Any]]] = _WorkFirstQueue(max_delay)
         self._scheduled = False
 
     async def call(self, urgent: bool, fn: Callable[..., Any], /, *args: Any) -> Any:
         """Run ``fn(*args)`` on the loop in its turn; its result or its exception."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
-        (self._urgent if urgent else self._normal).append((_Call(fn, args, {}), waiter))
+        self._calls.put(urgent, (_Call(fn, args, {}), waiter))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._run_one)
@@ -144,13 +167,8 @@ class InlineWorkFirst:
 
     def _run_one(self) -> None:
         deadline = time.monotonic() + self.SLICE_SECONDS
-        while self._urgent or self._normal:
-            if self._normal and (
-                not self._urgent or time.monotonic() - self._normal[0][0].queued_at > self.max_delay
-            ):
-                call, waiter = self._normal.popleft()
-            else:
-                call, waiter = self._urgent.popleft()
+        while self._calls:
+            call, waiter = self._calls.pop()
             if not waiter.cancelled():  # the client went away meanwhile
                 try:
                     waiter.set_result(call.function(*call.args))
@@ -158,7 +176,7 @@ class InlineWorkFirst:
                     waiter.set_exception(error)
             if time.monotonic() > deadline:
                 break
-        if self._urgent or self._normal:
+        if self._calls:
             # Let the loop read new requests (and queue them) before going on.
             asyncio.get_running_loop().call_soon(self._run_one)
         else:
