@@ -135,16 +135,7 @@ def move_ranges(
     if conn.dialect.name == "postgresql":
         cte = moved.cte("moved")
         logged = insert(history_table).from_select(
-            [
-                "entity",
-                "entity_id",
-                "from_state",
-                "to_state",
-                "attempt_nr",
-                "panda_id",
-                "at",
-                "reason",
-            ],
+            list(history.COLUMNS),
             select(
                 literal("range"),
                 cte.c.range_id,
@@ -162,9 +153,8 @@ def move_ranges(
             ).scalar_one()
         )
     rows = conn.execute(moved).all()
-    Driver(conn).many(
-        "INSERT INTO history (entity, entity_id, from_state, to_state, attempt_nr, panda_id,"
-        " at, reason) VALUES ('range', ?, ?, ?, ?, ?, ?, ?)",
+    history.record_ranges(
+        Driver(conn),
         [
             (
                 r.range_id,
@@ -172,11 +162,11 @@ def move_ranges(
                 new.value,
                 r.attempt_nr,
                 r.panda_id if by is None else by,
-                now,
                 reason,
             )
             for r in rows
         ],
+        now,
     )
     return len(rows)
 

@@ -220,8 +220,7 @@ def get_event_ranges(
     if db.is_postgresql and rows:
         floors.remember(conn.engine, job_jobset, rows[0][2], floor)
     if len(rows) < n_ranges:
-        floors.forget(conn.engine, job_jobset)
-        lifecycle.refresh_jobset(conn, job_jobset, now, wait=False)
+        lifecycle.refresh_jobset(conn, job_jobset, now, wait=False)  # drops the floor too
     answer = []
     for _range_id, file_id, start_event, last_event, attempt_nr in rows:
         infile = _input_file(conn, file_id)

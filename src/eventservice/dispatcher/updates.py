@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Float, Integer, String, insert, select
 from sqlalchemy.engine import Connection
 
-from eventservice.dispatcher import floors, lifecycle
+from eventservice.dispatcher import floors, history, lifecycle
 from eventservice.dispatcher.ranges import _STATUS_TO_STATE, PREEMPTED_ERROR_CODE, RangeReport
 from eventservice.domain.states import Command, RangeState, range_transition_allowed
 from eventservice.errors import Conflict
@@ -32,9 +32,9 @@ class _Range(NamedTuple):
 
 
 _RANGE_COLUMNS = ", ".join(_Range._fields)
-_HISTORY_COLUMNS = "entity, entity_id, from_state, to_state, attempt_nr, panda_id, at, reason"
+_HISTORY_COLUMNS = ", ".join(history.COLUMNS)
 #: One history row per change: (range_id, from, to, attempt_nr, panda_id, reason).
-Change = tuple[int, str | None, str, int | None, int | None, str | None]
+Change = history.Change
 
 
 def apply_reports(
@@ -173,14 +173,14 @@ def _write(
     changed = 0
     with_ready: set[int] = set()
     if db.is_postgresql:
-        history = json.dumps(changes) if changes else None
+        history_json = json.dumps(changes) if changes else None
         last = len(pending) - 1
         for index, (columns, params) in enumerate(pending.items()):
-            args: list[Any] = [now, history] if history is not None else []
+            args: list[Any] = [now, history_json] if history_json is not None else []
             args += [json.dumps(params), _pg_array([p[0] for p in params])]
             check = index == last and bool(jobsets)
-            sql = _pg_update(columns, history is not None, check)
-            history = None  # the history goes with the first update
+            sql = _pg_update(columns, history_json is not None, check)
+            history_json = None  # the history goes with the first update
             if check:
                 from_events = [floors.floor(conn.engine, j) for j in jobsets]
                 ((count, found),) = db.rows(
@@ -193,10 +193,7 @@ def _write(
     else:
         for columns, params in pending.items():
             changed += db.many(_sqlite_update(columns), params)
-        db.many(
-            f"INSERT INTO history ({_HISTORY_COLUMNS}) VALUES ('range', ?, ?, ?, ?, ?, ?, ?)",
-            [(c[0], c[1], c[2], c[3], c[4], now, c[5]) for c in changes],
-        )
+        history.record_ranges(db, changes, now)
         with_ready.update(j for j in jobsets if lifecycle.has_ready_ranges(db, j))
     if changed not in (-1, expected):
         # Cannot happen while the rows are locked; if it does, change nothing at all.
