@@ -1,7 +1,10 @@
 """Child processes of the demo: the dispatcher and pilots, with their CPU accounting.
 
 The demo makes itself a *child subreaper*, so payload workers orphaned by a killed
-pilot are re-parented to it and their CPU time is still counted when reaped.
+pilot are re-parented to it and their CPU time is still counted when reaped. A pilot
+killed on purpose dies with everything it started (:meth:`Child.kill` with
+``tree=True``), as it does when a machine is reclaimed: its payload runs in a session
+of its own and would otherwise finish its range for nobody.
 """
 
 from __future__ import annotations
@@ -66,12 +69,21 @@ class Child:
         self._ended(status, usage)
         return False
 
-    def kill(self, sig: int = signal.SIGKILL, timeout: float = 30.0) -> None:
-        """Signal the whole process group and reap the leader."""
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 30.0, tree: bool = False) -> None:
+        """Signal the whole process group and reap the leader.
+
+        With ``tree`` the process groups of all its descendants get ``sig`` too (the
+        payload of a pilot runs in a session of its own).
+        """
         if self.exit_status is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, sig)
+        groups = {self.process.pid}
+        if tree:
+            groups |= {g for g in map(process_group, descendants(self.process.pid)) if g}
+            groups.discard(os.getpgrp())
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
         deadline = time.monotonic() + timeout
         while self.poll():
             if time.monotonic() > deadline:
@@ -83,6 +95,44 @@ class Child:
         self.exit_status = os.waitstatus_to_exitcode(status)
         self.cpu_seconds = cpu_of(usage)
         self.process.returncode = self.exit_status
+
+
+def process_table() -> list[tuple[int, str, int]]:
+    """``(pid, state, parent pid)`` of every process in ``/proc`` (empty elsewhere)."""
+    table = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name in parentheses may hold spaces: split after it.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 1:
+            table.append((int(entry.name), fields[0], int(fields[1])))
+    return table
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every living descendant of ``pid``."""
+    children: dict[int, list[int]] = {}
+    for child, _state, parent in process_table():
+        children.setdefault(parent, []).append(child)
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def process_group(pid: int) -> int | None:
+    """The process group of ``pid``; ``None`` once it is gone."""
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def start(
@@ -111,21 +161,15 @@ class OrphanReaper:
 
     def reap(self) -> None:
         me = os.getpid()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) in self.known:
+        for pid, state, parent in process_table():
+            if parent != me or state != "Z" or pid in self.known:
                 continue
             try:
-                stat = (entry / "stat").read_text()
-            except OSError:
+                reaped, _status, usage = os.wait4(pid, os.WNOHANG)
+            except ChildProcessError:
                 continue
-            fields = stat.rsplit(")", 1)[-1].split()
-            if len(fields) > 1 and fields[1] == str(me) and fields[0] == "Z":
-                try:
-                    pid, _status, usage = os.wait4(int(entry.name), os.WNOHANG)
-                except ChildProcessError:
-                    continue
-                if pid:
-                    self.cpu_seconds += cpu_of(usage)
+            if reaped:
+                self.cpu_seconds += cpu_of(usage)
 
 
 def wait_for_dispatcher(url: str, child: Child, timeout: float = 60.0) -> None:

@@ -254,7 +254,8 @@ class Demo:
         self, alive: list[processes.Child], now: float, elapsed: float, progress: Progress
     ) -> None:
         for name in self.deaths.victims([p.name for p in alive], now):
-            next(p for p in alive if p.name == name).kill()
+            # As a reclaimed machine: the pilot and everything it started die at once.
+            next(p for p in alive if p.name == name).kill(tree=True)
             self.result.pilots_killed += 1
             self.unreplaced_kills += 1
             self._note(progress, f"{elapsed:5.1f} s: killed {name} (SIGKILL)")

@@ -1,0 +1,86 @@
+"""The demo's process handling: a pilot killed on purpose takes its payload with it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from eventservice.demo import processes
+
+# A "pilot" that starts a "payload" in a session of its own (as the pilot does), writes
+# the payload's PID to a file and waits.
+PILOT = """
+import subprocess, sys, time
+payload = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                           start_new_session=True)
+open(sys.argv[1], "w").write(str(payload.pid))
+time.sleep(60)
+"""
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+def start_pilot(tmp_path: Path) -> tuple[processes.Child, int]:
+    pid_file = tmp_path / "payload.pid"
+    process = subprocess.Popen([sys.executable, "-c", PILOT, str(pid_file)], start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the pilot did not start its payload"
+        time.sleep(0.02)
+    return processes.Child("pilot", process), int(pid_file.read_text())
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_dead(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_descendants_finds_a_grandchild_in_another_session(tmp_path: Path) -> None:
+    pilot, payload = start_pilot(tmp_path)
+    try:
+        assert payload in processes.descendants(pilot.process.pid)
+        assert processes.process_group(payload) == payload
+        assert os.getpid() not in processes.descendants(pilot.process.pid)
+    finally:
+        pilot.kill(tree=True)
+
+
+def test_tree_kill_takes_the_payload_with_the_pilot(tmp_path: Path) -> None:
+    pilot, payload = start_pilot(tmp_path)
+    pilot.kill(tree=True)
+    assert pilot.exit_status is not None
+    assert wait_dead(payload), "the payload outlived its pilot"
+
+
+def test_plain_kill_leaves_a_payload_in_its_own_session(tmp_path: Path) -> None:
+    # Why the demo's chaos kills use tree=True: the group kill alone misses the payload.
+    pilot, payload = start_pilot(tmp_path)
+    try:
+        pilot.kill()
+        assert pilot.exit_status is not None
+        assert alive(payload)
+    finally:
+        os.kill(payload, 9)
+
+
+def test_process_table_lists_this_process_with_its_parent() -> None:
+    table = {pid: (state, parent) for pid, state, parent in processes.process_table()}
+    assert table[os.getpid()][1] == os.getppid()
