@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from eventservice import proc
 from eventservice.demo import processes
 
 # A "pilot" that starts a "payload" in a session of its own (as the pilot does), writes
@@ -56,9 +57,9 @@ def wait_dead(pid: int, timeout: float = 10.0) -> bool:
 def test_descendants_finds_a_grandchild_in_another_session(tmp_path: Path) -> None:
     pilot, payload = start_pilot(tmp_path)
     try:
-        assert payload in processes.descendants(pilot.process.pid)
+        assert payload in proc.descendants(pilot.process.pid)
         assert processes.process_group(payload) == payload
-        assert os.getpid() not in processes.descendants(pilot.process.pid)
+        assert os.getpid() not in proc.descendants(pilot.process.pid)
     finally:
         pilot.kill(tree=True)
 
@@ -82,5 +83,25 @@ def test_plain_kill_leaves_a_payload_in_its_own_session(tmp_path: Path) -> None:
 
 
 def test_process_table_lists_this_process_with_its_parent() -> None:
-    table = {pid: (state, parent) for pid, state, parent in processes.process_table()}
+    table = {pid: (state, parent) for pid, state, parent in proc.process_table()}
     assert table[os.getpid()][1] == os.getppid()
+
+
+def test_tree_cpu_counts_a_child_still_running() -> None:
+    burner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nend = time.process_time() + 0.3\n"
+            "while time.process_time() < end: pass\ntime.sleep(30)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while proc.tree_cpu_seconds(burner.pid) < 0.3:
+            assert time.monotonic() < deadline, "the child's CPU never showed"
+            time.sleep(0.05)
+        assert proc.tree_cpu_seconds(os.getpid()) >= proc.tree_cpu_seconds(burner.pid)
+    finally:
+        burner.kill()
+        burner.wait()

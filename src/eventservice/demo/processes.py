@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from eventservice.proc import descendants, process_table
+
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -95,36 +97,6 @@ class Child:
         self.exit_status = os.waitstatus_to_exitcode(status)
         self.cpu_seconds = cpu_of(usage)
         self.process.returncode = self.exit_status
-
-
-def process_table() -> list[tuple[int, str, int]]:
-    """``(pid, state, parent pid)`` of every process in ``/proc`` (empty elsewhere)."""
-    table = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # The command name in parentheses may hold spaces: split after it.
-            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if len(fields) > 1:
-            table.append((int(entry.name), fields[0], int(fields[1])))
-    return table
-
-
-def descendants(pid: int) -> list[int]:
-    """PIDs of every living descendant of ``pid``."""
-    children: dict[int, list[int]] = {}
-    for child, _state, parent in process_table():
-        children.setdefault(parent, []).append(child)
-    found: list[int] = []
-    pending = [pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
 
 
 def process_group(pid: int) -> int | None:
