@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from eventservice.payload.channel import NO_MORE_EVENTS, ChannelClient
@@ -109,3 +111,31 @@ def test_many_workers_and_buffer_release(server):
     lost = [next_event(server, WorkerLost) for _ in range(4)]
     assert {r["eventRangeID"] for w in lost for r in w.event_ranges} == got
     assert server.in_flight == 0
+
+
+def wait_until(check, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_idle_only_when_every_connected_worker_waits(server):
+    assert not server.idle  # nobody connected
+    with ChannelClient(server.name, timeout=5) as first, ChannelClient(server.name, timeout=5):
+        assert wait_until(lambda: server.connected == 2)
+        first.send("Ready for events")
+        assert wait_until(lambda: server.waiting == 1)
+        assert not server.idle  # the second connection has not asked
+    with ChannelClient(server.name, timeout=5) as worker:
+        server.add_ranges([rng(0)])
+        assert worker.next_range()["eventRangeID"] == "1-2-3-0-1"
+        assert not server.idle  # it holds a range
+        worker.report_done("/tmp/out0", "1-2-3-0-1", 0.1, 0.2)
+        worker.send("Ready for events")
+        assert wait_until(lambda: server.idle)
+        # A kept worker is served the next job's ranges as they come.
+        server.add_ranges([rng(1)])
+        assert worker.receive().startswith("[")

@@ -46,6 +46,11 @@ def pilot(
     storage_retry_delay: float = typer.Option(
         5.0, "--storage-retry-delay", min=0, help="Seconds between shipment retries."
     ),
+    keep_payload: bool = typer.Option(
+        True,
+        "--keep-payload/--new-payload-per-job",
+        help="Keep an idle ES payload for the next ES job with the same command.",
+    ),
     job_file: Path | None = typer.Option(
         None, "--job-file", help="Offline mode: run this job (getJob fields as JSON)."
     ),
@@ -71,6 +76,7 @@ def pilot(
         softkill_margin=softkill_margin,
         storage_max_failures=storage_failures,
         storage_retry_delay=storage_retry_delay,
+        keep_payload=keep_payload,
     )
     workdir = workdir or default_workdir()
     if job_file is not None:

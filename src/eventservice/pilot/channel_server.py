@@ -156,6 +156,27 @@ class ChannelServer:
         """Ranges held by workers."""
         return len(self._in_flight)
 
+    @property
+    def connected(self) -> int:
+        """Worker connections open now."""
+        return len(self._connections)
+
+    @property
+    def idle(self) -> bool:
+        """Workers are connected, and every one waits for a range: none holds one.
+
+        Such a payload can be kept for the next job: answering its workers later
+        costs nothing (they wait on the channel), starting another does.
+        """
+        with self._lock:
+            connected = len(self._connections)
+            return (
+                connected > 0
+                and not self._buffer
+                and not self._in_flight
+                and len(self._waiting) == connected
+            )
+
     def wait_disconnected(self, timeout: float) -> bool:
         """Wait until every worker has closed its connection (its last messages read)."""
         deadline = time.monotonic() + timeout

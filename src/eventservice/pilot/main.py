@@ -23,6 +23,7 @@ from eventservice.pilot.executors import executor_for
 from eventservice.pilot.executors.base import JobContext, JobResult, PilotOptions
 from eventservice.pilot.job import Job, QueueConfig, cores_for
 from eventservice.pilot.logs import job_log, set_job, ship_logs
+from eventservice.pilot.payload_keeper import PayloadKeeper
 from eventservice.pilot.reports import ReportJournal
 from eventservice.pilot.signals import PilotControl, install_signal_handlers
 
@@ -92,6 +93,7 @@ class Pilot:
                 control.killed or (control.draining and control.grace_expired())
             )
         self._router = router
+        self.payloads = PayloadKeeper(self.workdir / "payloads", self.options.keep_payload)
         self.started = time.monotonic()
 
     def deadline(self, queue: QueueConfig) -> float | None:
@@ -152,6 +154,7 @@ class Pilot:
             summary.stopped_because = f"dispatcher unavailable: {exc}"
             log.error("%s", summary.stopped_because)
         finally:
+            self.payloads.close()
             if restore is not None:
                 restore()
         summary.pending_reports = len(self.journal)
@@ -193,6 +196,7 @@ class Pilot:
             self.options,
             cores,
             deadline,
+            self.payloads,
         )
         with job_log(job_dir):
             log.info(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import shlex
 import signal
 import subprocess
@@ -35,6 +34,8 @@ class PilotOptions:
     storage_max_failures: int = 3
     storage_retry_delay: float = 5.0
     node: str = ""
+    #: Keep an idle ES payload for the next ES job with the same command (payload_keeper).
+    keep_payload: bool = True
 
 
 @dataclass
@@ -51,6 +52,8 @@ class JobContext:
     options: PilotOptions
     cores: int = 1
     deadline: float | None = None
+    #: The pilot's kept payload, if it keeps one (``None``: a new payload per job).
+    payloads: Any | None = None
 
 
 @dataclass
@@ -147,14 +150,8 @@ def payload_environment(extra: dict[str, str] | None = None, cores: int = 1) -> 
     return env
 
 
-def children_cpu() -> float:
-    """User + system CPU seconds of this process's reaped descendants."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 class PayloadProcess:
-    """A payload command run by the shell in its own session, output to the job dir."""
+    """A payload command run by the shell in its own session, output to ``cwd``."""
 
     def __init__(
         self, command: str, cwd: Path, env: dict[str, str] | None = None, cores: int = 1
@@ -163,7 +160,7 @@ class PayloadProcess:
         self._stdout = open(cwd / PAYLOAD_STDOUT, "ab")  # noqa: SIM115 - closed in wait()
         self._stderr = open(cwd / PAYLOAD_STDERR, "ab")  # noqa: SIM115
         log.info("starting payload: %s", command)
-        self._cpu_before = children_cpu()
+        #: CPU seconds of the payload and all it started, known once it has exited.
         self.cpu_seconds: float | None = None
         self.process = subprocess.Popen(
             command,
@@ -179,17 +176,39 @@ class PayloadProcess:
 
     def poll(self) -> int | None:
         """The exit code, ``None`` while running."""
-        return self.process.poll()
+        if self.process.returncode is None:
+            self._reap(os.WNOHANG)
+        return self.process.returncode
+
+    def _reap(self, flags: int) -> None:
+        # wait4 rather than Popen's waitpid: it gives this process's own resource use
+        # (its descendants included), whatever else the pilot has started and reaped.
+        try:
+            pid, status, usage = os.wait4(self.process.pid, flags)
+        except ChildProcessError:  # reaped elsewhere: the exit code is lost
+            self.process.returncode = -1
+            self.cpu_seconds = 0.0
+            return
+        if pid:
+            self.process.returncode = os.waitstatus_to_exitcode(status)
+            self.cpu_seconds = usage.ru_utime + usage.ru_stime
 
     def wait(self, timeout: float | None = None) -> int:
-        """Wait for the exit code and close the output files."""
-        code = self.process.wait(timeout)
-        if self.cpu_seconds is None:
-            # One payload at a time per pilot, so the children's CPU delta is this payload's.
-            self.cpu_seconds = max(0.0, children_cpu() - self._cpu_before)
+        """Wait for the exit code and close the output files.
+
+        Raises :class:`subprocess.TimeoutExpired` when it runs past ``timeout``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is None:
+                self._reap(0)
+            elif time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.command, timeout or 0.0)
+            else:
+                time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
         self._stdout.close()
         self._stderr.close()
-        return code
+        return int(self.process.returncode)
 
     def kill(self, grace: float = 3.0) -> int:
         """SIGTERM the payload's process group, SIGKILL after ``grace`` seconds."""

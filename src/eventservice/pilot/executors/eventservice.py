@@ -4,7 +4,9 @@ Threads: *channel* (serves payload workers, :mod:`..channel_server`), *stage-out
 (:mod:`..stageout`), *heartbeat* (:mod:`..heartbeat`) and this one, the
 *communication* loop: it refills the local buffer with ``nRanges = 2 * cores``,
 reports ``running``/``failed``/``fatal`` ranges in batches, flushes the journal of
-``finished`` reports, and decides when the job ends (payload exit, drain, kill).
+``finished`` reports, and decides when the job ends (payload exit, drain, kill, or
+no more ranges with the payload idle: then the payload is kept for the pilot's next
+ES job, :mod:`..payload_keeper`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ import time
 from typing import Any
 
 from eventservice.errors import DispatcherUnavailable, EventServiceError
-from eventservice.payload.channel import ENV_CHANNEL
 from eventservice.pilot import codes
 from eventservice.pilot.channel_server import (
-    ChannelServer,
     RangeError,
     RangeOutput,
     RangeStarted,
@@ -30,12 +30,16 @@ from eventservice.pilot.executors.base import (
     PayloadProcess,
     job_heartbeat,
 )
+from eventservice.pilot.payload_keeper import PayloadKeeper, PayloadSession
 from eventservice.pilot.stageout import StageOut
 
 log = logging.getLogger(__name__)
 
 #: Seconds between journal flushes while ranges keep finishing.
 FLUSH_INTERVAL = 0.2
+#: Seconds an out-of-ranges job waits for its payload to go idle (every worker waiting
+#: for a range) so it can be kept; past that it is told ``No more events`` as before.
+IDLE_WAIT = 2.0
 
 
 def failed_report(
@@ -57,7 +61,8 @@ class EventServiceRun:
         self.ctx = ctx
         self.job = ctx.job
         self.cores = ctx.cores
-        self.channel = ChannelServer()
+        self.keeper = ctx.payloads or PayloadKeeper(ctx.job_dir, enabled=False)
+        self.session: PayloadSession | None = None
         self.stageout = StageOut(
             ctx.job,
             ctx.queue,
@@ -78,6 +83,7 @@ class EventServiceRun:
         self._running: list[dict[str, Any]] = []
         self._done_ids: set[str] = set()
         self._last_flush = 0.0
+        self._out_of_ranges_at: float | None = None
 
     # -- helpers -------------------------------------------------------------------
 
@@ -128,7 +134,8 @@ class EventServiceRun:
         if not ranges:
             log.info("dispatcher has no more events for this job")
             self.no_more = True
-            self.channel.set_no_more()
+            if not self.keeper.enabled:
+                self.channel.set_no_more()
             return
         for event_range in ranges:
             pfn = self.job.input_url(str(event_range.get("LFN", "")))
@@ -194,31 +201,46 @@ class EventServiceRun:
 
     # -- the loop ------------------------------------------------------------------
 
+    @property
+    def channel(self) -> Any:
+        """The payload's channel (the session's: it may outlive this job)."""
+        assert self.session is not None, "no payload session yet"
+        return self.session.channel
+
     def run(self) -> JobResult:
         """Run the job to its end and return how it ended (reports already journaled)."""
-        self.channel.start()
         self.stageout.start()
         self.heartbeat.start()
-        payload: PayloadProcess | None = None
+        code: int | None = -1
         try:
+            self.session = self.keeper.session_for(
+                self.job.transformation, self.cores, self.ctx.job_dir
+            )
             self._refill()
-            env = {ENV_CHANNEL: self.channel.name, "ATHENA_PROC_NUMBER": str(self.cores)}
-            payload = PayloadProcess(self.job.transformation, self.ctx.job_dir, env, self.cores)
-            code = self._loop(payload)
+            code = self._loop(self.session.process)
         except Exception as exc:
             # A pilot bug or an unstartable payload: hand everything back, report, end.
             log.exception("event-service executor failed")
             self.ctx.control.request_kill(f"pilot error: {type(exc).__name__}: {exc}")
             code = -1
         finally:
-            if payload is not None and payload.poll() is None:
+            payload = self.session.process if self.session is not None else None
+            if code is not None and payload is not None and payload.poll() is None:
                 code = payload.kill()
             self.heartbeat.stop()
-        result = self._conclude(code, payload is None or payload.killed)
-        result.cpu_seconds = payload.cpu_seconds if payload is not None else None
+        if self.session is not None:
+            self.session.copy_logs(self.ctx.job_dir)
+        if code is None:
+            result = self._conclude_parked()
+        else:
+            killed = self.session is None or self.session.process.killed
+            result = self._conclude(code, killed)
+        if self.session is not None:
+            result.cpu_seconds = self.session.job_cpu()
         return result
 
-    def _loop(self, payload: PayloadProcess) -> int:
+    def _loop(self, payload: PayloadProcess) -> int | None:
+        """Run until the job ends: the payload's exit code, or ``None`` when kept idle."""
         control = self.ctx.control
         draining_seen = False
         while True:
@@ -249,26 +271,53 @@ class EventServiceRun:
             code = payload.poll()
             if code is not None:
                 return payload.wait()
+            if self.no_more and not draining_seen and self._out_of_work():
+                if self.channel.idle:
+                    return None
+                if time.monotonic() - (self._out_of_ranges_at or 0.0) > IDLE_WAIT:
+                    log.info("payload not idle %.0f s after the last range: ending it", IDLE_WAIT)
+                    self.channel.set_no_more()
 
-    def _conclude(self, code: int, killed: bool) -> JobResult:
-        # Read what workers sent just before the payload's exit was noticed.
-        self.channel.wait_disconnected(timeout=2.0)
+    def _out_of_work(self) -> bool:
+        """No range of this job left to hand out or waiting for its payload."""
+        done = self.channel.buffered == 0 and self.channel.in_flight == 0
+        if done and self._out_of_ranges_at is None:
+            self._out_of_ranges_at = time.monotonic()
+        return done
+
+    def _drain_events(self) -> None:
         while True:
             try:
                 self._handle(self.channel.events.get_nowait())
             except queue.Empty:
                 break
-        self.channel.stop()
-        leftovers = self.channel.take_in_flight()
-        if killed:
-            self._fail(leftovers, codes.PREEMPTED, f"payload stopped: {self.ctx.control.reason}")
-        else:
-            self._fail(
-                leftovers,
-                codes.PAYLOAD_CRASHED,
-                f"payload exited ({code}) while processing the range",
-            )
-        self._fail(self.channel.take_buffer(), codes.PREEMPTED, "payload ended before the range")
+
+    def _conclude_parked(self) -> JobResult:
+        """Out of ranges with the payload idle: keep it for the next job, end this one."""
+        assert self.session is not None
+        self._drain_events()
+        self.keeper.park(self.session)
+        return self._conclude_reports("kept for the next job", killed=False)
+
+    def _conclude(self, code: int, killed: bool) -> JobResult:
+        """The payload has ended (or never started): hand back what it held, report."""
+        if self.session is not None:
+            # Read what workers sent just before the payload's exit was noticed.
+            self.channel.wait_disconnected(timeout=2.0)
+            self._drain_events()
+            leftovers = self.channel.take_in_flight()
+            unserved = self.channel.take_buffer()
+            self.session.end()
+            if killed:
+                reason = f"payload stopped: {self.ctx.control.reason}"
+                self._fail(leftovers, codes.PREEMPTED, reason)
+            else:
+                reason = f"payload exited ({code}) while processing the range"
+                self._fail(leftovers, codes.PAYLOAD_CRASHED, reason)
+            self._fail(unserved, codes.PREEMPTED, "payload ended before the range")
+        return self._conclude_reports(f"exit {code}", killed, code)
+
+    def _conclude_reports(self, payload_end: str, killed: bool, code: int = 0) -> JobResult:
         # After a signal the batch system's own grace is ticking: don't wait on storage forever.
         control = self.ctx.control
         self.stageout.finish(timeout=max(30.0, control.grace) if control.stop_pilot else 3600.0)
@@ -280,7 +329,7 @@ class EventServiceRun:
             "failed": self.failed + self.stageout.failed_ranges,
             "released": self.released,
         }
-        log.info("ES job done: payload exit %s, %s", code, stats)
+        log.info("ES job done: payload %s, %s", payload_end, stats)
         n_events = self.stageout.shipped_events
         if self.ctx.control.killed:
             return JobResult(
