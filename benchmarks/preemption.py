@@ -19,6 +19,7 @@ import argparse
 import compileall
 import json
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -140,6 +141,9 @@ def main() -> None:
                 "cpu_in_output_s": round(useful, 1),
                 "pilots_killed": result.pilots_killed,
                 "pilots_started": result.pilots_started,
+                "mean_lifetime_s": round(statistics.fmean(result.pilot_lifetimes), 1)
+                if result.pilot_lifetimes
+                else None,
                 # Jobs that ran a payload (consumers, merges, normal jobs); closed ones did not.
                 "jobs_run": sum(
                     n for state, n in result.task.get("jobs", {}).items() if state != "closed"
@@ -153,7 +157,13 @@ def main() -> None:
                 f"{mode:>4} lifetime={lifetime_text:>4}: makespan {makespan:6.1f} s "
                 f"({row['vs_ideal']:.2f}x ideal), useful CPU {row['useful_cpu_fraction']:.0%}"
                 f" of {result.cpu_spent:.0f} s, pilots {result.pilots_started} started /"
-                f" {result.pilots_killed} killed, {row['jobs_run']} jobs, "
+                f" {result.pilots_killed} killed"
+                + (
+                    f" (lifetimes drawn: mean {row['mean_lifetime_s']:.1f} s)"
+                    if row["mean_lifetime_s"] is not None
+                    else ""
+                )
+                + f", {row['jobs_run']} jobs, "
                 f"lost {lost} events, verified {result.verified}"
                 + (f", error {result.error}" if result.error else "")
             )

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: The golden ratio's fractional part: stepping by it visits [0, 1) evenly at any length.
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
 
 @dataclass
 class PilotDeaths:
-    """When pilots die: a global mean interval, or an exponential lifetime per pilot."""
+    """When pilots die: a global mean interval, or an exponential lifetime per pilot.
+
+    Lifetimes are exponential with mean ``lifetime_mean``, their quantiles taken in a
+    quasi-random order: a seeded start, then steps of the golden ratio. Plain draws
+    leave a run of a dozen pilots to its seed's luck (seed 7's first 13 exponential
+    draws for a mean of 30 s average 11.5 s); any prefix of this sequence covers the
+    distribution evenly, so a short run sees about the nominal mean.
+    """
 
     rng: random.Random
     every: float | None = None
     lifetime_mean: float | None = None
     next_kill: float | None = None
     deadlines: dict[str, float] = field(default_factory=dict)
+    #: Every lifetime handed out, in order.
+    lifetimes: list[float] = field(default_factory=list)
+    _quantile: float | None = None
 
     def start(self, now: float) -> None:
         if self.every:
@@ -24,7 +38,18 @@ class PilotDeaths:
 
     def born(self, name: str, now: float) -> None:
         if self.lifetime_mean:
-            self.deadlines[name] = now + self.rng.expovariate(1.0 / self.lifetime_mean)
+            self.deadlines[name] = now + self.next_lifetime()
+
+    def next_lifetime(self) -> float:
+        """The next pilot's lifetime (seconds)."""
+        assert self.lifetime_mean, "no lifetimes without a mean"
+        if self._quantile is None:
+            self._quantile = self.rng.random()
+        else:
+            self._quantile = (self._quantile + GOLDEN) % 1.0
+        lifetime = -self.lifetime_mean * math.log1p(-self._quantile)
+        self.lifetimes.append(lifetime)
+        return lifetime
 
     def victims(self, alive: list[str], now: float) -> list[str]:
         """Names of the pilots to SIGKILL now."""

@@ -65,6 +65,8 @@ class DemoResult:
     verify_summary: str = ""
     pilots_started: int = 0
     pilots_killed: int = 0
+    #: Lifetimes given to the pilots (``--pilot-lifetime``), in order.
+    pilot_lifetimes: list[float] = field(default_factory=list)
     dispatcher_restarts: int = 0
     cpu_spent: float = 0.0
     wall_seconds: float = 0.0
@@ -289,6 +291,7 @@ class Demo:
             self.result.notes.append(f"object store {self.outage.directory} is back (run over)")
         self.orphans.reap()
         self.result.cpu_spent = sum(p.cpu_seconds for p in self.pilots) + self.orphans.cpu_seconds
+        self.result.pilot_lifetimes = list(self.deaths.lifetimes)
 
     # --- verification --------------------------------------------------------------------
 

@@ -1,0 +1,55 @@
+"""Pilot deaths in the demo: exponential lifetimes whose short runs keep the nominal mean."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from eventservice.demo.chaos import PilotDeaths
+
+
+def lifetimes(seed: int, count: int, mean: float = 30.0) -> list[float]:
+    deaths = PilotDeaths(random.Random(seed), lifetime_mean=mean)
+    return [deaths.next_lifetime() for _ in range(count)]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_dozen_lifetimes_average_close_to_the_mean(seed: int) -> None:
+    drawn = lifetimes(seed, 12)
+    assert all(t > 0 for t in drawn)
+    assert 0.7 * 30 < statistics.fmean(drawn) < 1.3 * 30, drawn
+
+
+def test_seed_7_no_longer_draws_a_third_of_the_mean() -> None:
+    # Plain exponential draws with seed 7 (what the benchmark used) average 11.5 s
+    # over the first 13 pilots for a nominal 30 s.
+    plain = random.Random(7)
+    assert statistics.fmean(plain.expovariate(1 / 30) for _ in range(13)) < 12
+    assert statistics.fmean(lifetimes(7, 13)) > 25
+
+
+def test_long_runs_follow_the_exponential_distribution() -> None:
+    drawn = lifetimes(3, 5000)
+    assert statistics.fmean(drawn) == pytest.approx(30, rel=0.03)
+    assert statistics.median(drawn) == pytest.approx(30 * 0.6931, rel=0.03)
+    assert sum(t > 60 for t in drawn) / len(drawn) == pytest.approx(0.1353, abs=0.01)
+
+
+def test_the_same_seed_gives_the_same_lifetimes_and_records_them() -> None:
+    deaths = PilotDeaths(random.Random(5), lifetime_mean=10.0)
+    deaths.born("pilot-0", now=100.0)
+    deaths.born("pilot-1", now=100.0)
+    assert deaths.lifetimes == lifetimes(5, 2, mean=10.0)
+    assert deaths.deadlines["pilot-0"] == pytest.approx(100.0 + deaths.lifetimes[0])
+    assert deaths.victims(["pilot-0", "pilot-1"], now=100.0 + max(deaths.lifetimes)) == [
+        "pilot-0",
+        "pilot-1",
+    ]
+
+
+def test_no_mean_no_lifetimes() -> None:
+    deaths = PilotDeaths(random.Random(1))
+    deaths.born("pilot-0", now=0.0)
+    assert deaths.deadlines == {} and deaths.lifetimes == []
