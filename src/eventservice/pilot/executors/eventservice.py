@@ -242,7 +242,7 @@ class EventServiceRun:
     def _loop(self, payload: PayloadProcess) -> int | None:
         """Run until the job ends: the payload's exit code, or ``None`` when kept idle."""
         control = self.ctx.control
-        draining_seen = False
+        draining_seen = told_no_more = False
         while True:
             try:
                 self._handle(self.channel.events.get(timeout=0.05))
@@ -271,12 +271,13 @@ class EventServiceRun:
             code = payload.poll()
             if code is not None:
                 return payload.wait()
-            if self.no_more and not draining_seen and self._out_of_work():
+            if self.no_more and not (draining_seen or told_no_more) and self._out_of_work():
                 if self.channel.idle:
                     return None
                 if time.monotonic() - (self._out_of_ranges_at or 0.0) > IDLE_WAIT:
                     log.info("payload not idle %.0f s after the last range: ending it", IDLE_WAIT)
                     self.channel.set_no_more()
+                    told_no_more = True
 
     def _out_of_work(self) -> bool:
         """No range of this job left to hand out or waiting for its payload."""
