@@ -95,9 +95,11 @@ class PayloadSession:
 
     def copy_logs(self, job_dir: Path) -> None:
         """Put what the payload wrote during the current job into ``job_dir``'s logs."""
+        if not self.owns_directory:
+            return  # the payload runs in the job's directory: its logs are there already
         for name in (PAYLOAD_STDOUT, PAYLOAD_STDERR):
             source = self.directory / name
-            if not source.exists() or source.resolve() == (job_dir / name).resolve():
+            if not source.exists():
                 continue
             with open(source, "rb") as reader, open(job_dir / name, "ab") as writer:
                 reader.seek(self._log_offsets.get(name, 0))
