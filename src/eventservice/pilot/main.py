@@ -198,19 +198,26 @@ class Pilot:
             deadline,
             self.payloads,
         )
-        with job_log(job_dir):
-            log.info(
-                "job %d (%s, task %d, jobset %d) on %d core(s) in %s",
-                job.panda_id,
-                job.kind.value,
-                job.task_id,
-                job.jobset_id,
-                cores,
-                job_dir,
-            )
-            result = self._execute(ctx)
-            log.info("job %d ends %s (%s)", job.panda_id, result.state, result.error_diag or "ok")
-        shipped = ship_logs(job_dir, job.task_id, job.log_file, router)
+        # Beats go on until the log has shipped: a job silent while its last outputs and
+        # its log ship would lose its lease. None may follow (or overtake) the final report.
+        try:
+            with job_log(job_dir):
+                log.info(
+                    "job %d (%s, task %d, jobset %d) on %d core(s) in %s",
+                    job.panda_id,
+                    job.kind.value,
+                    job.task_id,
+                    job.jobset_id,
+                    cores,
+                    job_dir,
+                )
+                result = self._execute(ctx)
+                log.info(
+                    "job %d ends %s (%s)", job.panda_id, result.state, result.error_diag or "ok"
+                )
+            shipped = ship_logs(job_dir, job.task_id, job.log_file, router)
+        finally:
+            ctx.heartbeat.stop()
         self.journal.add_job(job.panda_id, result.state, result.update_fields(cores))
         outcome = self.journal.flush(self.client, on_job_command=lambda _, c: None)
         if outcome.remaining:
@@ -232,6 +239,7 @@ class Pilot:
             self.control.apply_command(command, "updateJob")
         except EventServiceError as exc:
             log.warning("could not announce the job starting: %s", exc)
+        ctx.heartbeat.start()
         try:
             return executor_for(ctx.job.kind)(ctx)
         except Exception as exc:  # an executor bug must not lose the job's report

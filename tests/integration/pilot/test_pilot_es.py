@@ -5,6 +5,8 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from tests.integration.pilot.conftest import (
     PilotProcess,
     es_task,
@@ -118,8 +120,15 @@ def test_payload_error_messages_fail_only_their_ranges(dispatcher, stores, input
     assert jobs and all(j["state"] == "finished" for j in jobs if j["eventService"] == 1)
 
 
-def test_payload_crash_fails_in_flight_ranges_and_the_job(dispatcher, stores, input_file, tmp_path):
-    dispatcher.add_queue("Q", corecount=2, zip_time_gap=0, heartbeat=2, storages=storages(stores))
+@pytest.mark.parametrize("zip_time_gap", [0, 600], ids=["ship-at-once", "ship-at-the-end"])
+def test_payload_crash_fails_in_flight_ranges_and_the_job(
+    dispatcher, stores, input_file, tmp_path, zip_time_gap
+):
+    # With a long zip_time_gap the outputs done before the crash are still waiting in the
+    # payload's directory when it dies: they must ship all the same.
+    dispatcher.add_queue(
+        "Q", corecount=2, zip_time_gap=zip_time_gap, heartbeat=2, storages=storages(stores)
+    )
     task_id = es_task(dispatcher, input_file, n_events=20, per_worker=1, mode="crash")
     code, output = run_pilot(dispatcher, "Q", tmp_path / "pilot", "--cores", "2", "--jobs", "1")
     assert code == 0, output
@@ -133,7 +142,7 @@ def test_payload_crash_fails_in_flight_ranges_and_the_job(dispatcher, stores, in
         if "1222" in str(h) or "crash" in str(h).lower() or "died" in str(h)
     ]
     finished = [r for r in ranges if r["state"] == "finished"]
-    assert len(finished) >= 2  # shipped before the crash, and kept
+    assert len(finished) >= 2, (ranges, output)  # shipped before the crash, and kept
     retried = [r for r in ranges if r["attemptNr"] > 1]
     assert retried, ranges  # the range the crashed worker held came back for another try
     assert crashed or any(r["errorCode"] == 1222 for r in ranges)

@@ -232,3 +232,64 @@ def test_reports_left_on_disk_are_sent_by_the_next_pilot(stores, input_file, tmp
         assert on_disk <= merged  # what the first pilot did was not forgotten nor redone
     finally:
         dispatcher.stop()
+
+
+class TimedOfflineClient:
+    """An offline client that notes when each job update arrived."""
+
+    def __init__(self, client):
+        self.client = client
+        self.updates: list[tuple[float, str]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def update_job(self, panda_id, state, **fields):
+        self.updates.append((time.monotonic(), state))
+        return self.client.update_job(panda_id, state, **fields)
+
+
+def test_the_heartbeat_goes_on_while_the_last_outputs_ship(input_file, tmp_path, monkeypatch):
+    # A job silent while its last outputs ship would lose its lease (and its ranges) on a
+    # slow store: the heartbeat must beat until the job's final report.
+    from eventservice.pilot.main import Pilot
+    from eventservice.pilot.offline import OfflineClient
+    from eventservice.pilot.stageout import StageOut
+
+    job = {
+        "PandaID": 5,
+        "jobsetID": 1,
+        "taskID": 5,
+        "attemptNr": 1,
+        "coreCount": 1,
+        "eventService": "True",
+        "transformation": es_command("ok"),
+        "inFiles": "input.dat",
+        "inFilesURL": str(input_file),
+        "outFiles": "out.root",
+        "logFile": "5.1.log.tgz",
+    }
+    ranges = [
+        {"eventRangeID": f"5-1-1-{i}-1", "startEvent": i, "lastEvent": i, "LFN": "input.dat"}
+        for i in range(3)
+    ]
+    workdir = tmp_path / "work"
+    client = TimedOfflineClient(OfflineClient(job, ranges, workdir, queue={"heartbeat": 0.1}))
+    finishing: list[float] = []
+    ship = StageOut.finish
+
+    def slow_finish(self, timeout=None):
+        finishing.append(time.monotonic())
+        time.sleep(1.0)
+        ship(self, timeout)
+
+    monkeypatch.setattr(StageOut, "finish", slow_finish)
+    Pilot(client, "OFFLINE", workdir, max_jobs=1).run()
+    assert client.client.final_state() == "finished"
+    assert client.client.counts() == {"finished": 3}
+    [started] = finishing
+    final_at = next(t for t, state in client.updates if state == "finished")
+    beats_while_shipping = [
+        t for t, state in client.updates if state == "running" and started < t < final_at
+    ]
+    assert len(beats_while_shipping) >= 3, client.updates

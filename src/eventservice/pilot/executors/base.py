@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,20 @@ class JobContext:
     deadline: float | None = None
     #: The pilot's kept payload, if it keeps one (``None``: a new payload per job).
     payloads: Any | None = None
+    #: The job's heartbeat (``updateJob`` every queue ``heartbeat`` s). The pilot runs it
+    #: from the job's start to just before its final report; an executor may set its
+    #: ``progress``.
+    heartbeat: Heartbeat = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.heartbeat = Heartbeat(
+            self.client,
+            self.job.panda_id,
+            self.queue.heartbeat,
+            self.control,
+            progress=lambda: {"coreCount": self.cores},
+            deadline=self.deadline,
+        )
 
 
 @dataclass
@@ -90,30 +103,6 @@ class JobResult:
         if self.cpu_seconds is not None:
             fields["cpuConsumptionTime"] = round(self.cpu_seconds, 3)
         return fields
-
-
-def job_heartbeat(
-    ctx: JobContext, progress: Callable[[], dict[str, Any]] | None = None
-) -> Heartbeat:
-    """The heartbeat thread of the context's job (updateJob every queue ``heartbeat`` s)."""
-    return Heartbeat(
-        ctx.client,
-        ctx.job.panda_id,
-        ctx.queue.heartbeat,
-        ctx.control,
-        progress=progress or (lambda: {"coreCount": ctx.cores}),
-        deadline=ctx.deadline,
-    )
-
-
-def run_with_heartbeat(ctx: JobContext, body: Callable[[JobContext], JobResult]) -> JobResult:
-    """Run ``body`` while the job's heartbeat runs."""
-    heartbeat = job_heartbeat(ctx)
-    heartbeat.start()
-    try:
-        return body(ctx)
-    finally:
-        heartbeat.stop()
 
 
 def fill_template(template: str, inputs: list[str], output: str | None) -> str:

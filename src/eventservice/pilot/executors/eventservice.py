@@ -28,7 +28,6 @@ from eventservice.pilot.executors.base import (
     JobContext,
     JobResult,
     PayloadProcess,
-    job_heartbeat,
 )
 from eventservice.pilot.payload_keeper import PayloadKeeper, PayloadSession
 from eventservice.pilot.stageout import StageOut
@@ -73,7 +72,7 @@ class EventServiceRun:
             retry_delay=ctx.options.storage_retry_delay,
             on_give_up=self._storage_gave_up,
         )
-        self.heartbeat = job_heartbeat(ctx, progress=self._progress)
+        ctx.heartbeat.progress = self._progress
         self.no_more = False
         self.storage_broken = False
         self.received = 0
@@ -210,7 +209,6 @@ class EventServiceRun:
     def run(self) -> JobResult:
         """Run the job to its end and return how it ended (reports already journaled)."""
         self.stageout.start()
-        self.heartbeat.start()
         code: int | None = -1
         try:
             self.session = self.keeper.session_for(
@@ -227,7 +225,6 @@ class EventServiceRun:
             payload = self.session.process if self.session is not None else None
             if code is not None and payload is not None and payload.poll() is None:
                 code = payload.kill()
-            self.heartbeat.stop()
         if self.session is not None:
             self.session.copy_logs(self.ctx.job_dir)
         if code is None:
@@ -308,7 +305,6 @@ class EventServiceRun:
             self._drain_events()
             leftovers = self.channel.take_in_flight()
             unserved = self.channel.take_buffer()
-            self.session.end()
             if killed:
                 reason = f"payload stopped: {self.ctx.control.reason}"
                 self._fail(leftovers, codes.PREEMPTED, reason)
@@ -316,7 +312,11 @@ class EventServiceRun:
                 reason = f"payload exited ({code}) while processing the range"
                 self._fail(leftovers, codes.PAYLOAD_CRASHED, reason)
             self._fail(unserved, codes.PREEMPTED, "payload ended before the range")
-        return self._conclude_reports(f"exit {code}", killed, code)
+        result = self._conclude_reports(f"exit {code}", killed, code)
+        if self.session is not None:
+            # Only now: the outputs the stage-out has just shipped lay in its directory.
+            self.session.end()
+        return result
 
     def _conclude_reports(self, payload_end: str, killed: bool, code: int = 0) -> JobResult:
         # After a signal the batch system's own grace is ticking: don't wait on storage forever.

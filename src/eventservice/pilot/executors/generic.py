@@ -11,7 +11,6 @@ from eventservice.pilot.executors.base import (
     JobResult,
     fill_template,
     run_command,
-    run_with_heartbeat,
     stage_in,
     stage_out_final,
 )
@@ -20,11 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def run_generic(ctx: JobContext) -> JobResult:
-    """Run a normal (non-ES) job; the heartbeat runs while it does."""
-    return run_with_heartbeat(ctx, _run)
-
-
-def _run(ctx: JobContext) -> JobResult:
+    """Run a normal (non-ES) job."""
     job = ctx.job
     try:
         local_inputs = stage_in(ctx, list(job.inputs), ctx.job_dir)

@@ -18,7 +18,6 @@ from eventservice.pilot.executors.base import (
     JobResult,
     fill_template,
     run_command,
-    run_with_heartbeat,
     stage_in,
     stage_out_final,
 )
@@ -58,11 +57,7 @@ def collect_inputs(ctx: JobContext, staged: list[Path], dest: Path) -> dict[str,
 
 
 def run_merge(ctx: JobContext) -> JobResult:
-    """Run an ES merge job; the heartbeat runs while it does."""
-    return run_with_heartbeat(ctx, _run)
-
-
-def _run(ctx: JobContext) -> JobResult:
+    """Run an ES merge job."""
     job = ctx.job
     inputs_dir = ctx.job_dir / "merge-inputs"
     try:
