@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection
 
 from eventservice.domain.ids import EventRangeID
@@ -14,6 +14,8 @@ from eventservice.errors import InvalidInput, NotFound
 from eventservice.store.schema import event_ranges, history, jobs, jobsets, tasks
 
 MAX_PAGE = 10_000
+#: Range states whose output is stored (and will be, or has been, merged).
+_OUTPUT_STORED = frozenset({"finished", "done", "merged"})
 
 
 def _limit(limit: int) -> int:
@@ -31,17 +33,20 @@ def task_summary(conn: Connection, task_id: int) -> dict[str, Any]:
     task = conn.execute(select(tasks).where(tasks.c.task_id == task_id)).first()
     if task is None:
         raise NotFound(f"unknown taskID {task_id}")
-    range_counts = _counts(conn, event_ranges.c.state, event_ranges.c.task_id == task_id)
-    events_by_state = dict(
-        conn.execute(
-            select(
-                event_ranges.c.state,
-                func.sum(event_ranges.c.last_event - event_ranges.c.start_event + 1),
-            )
-            .where(event_ranges.c.task_id == task_id)
-            .group_by(event_ranges.c.state)
-        ).all()
-    )
+    # One pass over the task's ranges (there may be millions) for every range figure.
+    by_state = conn.execute(
+        select(
+            event_ranges.c.state,
+            func.count().label("ranges"),
+            func.sum(event_ranges.c.last_event - event_ranges.c.start_event + 1).label("events"),
+            func.sum(event_ranges.c.cpu_seconds).label("cpu"),
+            func.sum(event_ranges.c.attempt_nr).label("attempts"),
+            func.sum(case((event_ranges.c.attempt_nr > 1, 1), else_=0)).label("redispatched"),
+        )
+        .where(event_ranges.c.task_id == task_id)
+        .group_by(event_ranges.c.state)
+    ).all()
+    cpu_in_output = sum(float(r.cpu or 0.0) for r in by_state if r.state in _OUTPUT_STORED)
     outputs = [
         {
             "jobsetID": r.jobset_id,
@@ -58,15 +63,6 @@ def task_summary(conn: Connection, task_id: int) -> dict[str, Any]:
             select(jobsets).where(jobsets.c.task_id == task_id).order_by(jobsets.c.jobset_id)
         )
     ]
-    cpu_in_output = (
-        conn.execute(
-            select(func.sum(event_ranges.c.cpu_seconds)).where(
-                event_ranges.c.task_id == task_id,
-                event_ranges.c.state.in_(["finished", "done", "merged"]),
-            )
-        ).scalar()
-        or 0.0
-    )
     cpu_in_output += conn.execute(
         select(func.coalesce(func.sum(jobs.c.cpu_seconds), 0.0))
         .select_from(jobs.join(jobsets, jobs.c.jobset_id == jobsets.c.jobset_id))
@@ -77,12 +73,6 @@ def task_summary(conn: Connection, task_id: int) -> dict[str, Any]:
             jobsets.c.state == "done",
         )
     ).scalar_one()
-    attempts = conn.execute(
-        select(func.sum(event_ranges.c.attempt_nr)).where(event_ranges.c.task_id == task_id)
-    ).scalar()
-    redispatched = conn.execute(
-        select(func.count()).where(event_ranges.c.task_id == task_id, event_ranges.c.attempt_nr > 1)
-    ).scalar_one()
     return {
         "taskID": task.task_id,
         "name": task.name,
@@ -90,11 +80,11 @@ def task_summary(conn: Connection, task_id: int) -> dict[str, Any]:
         "nEvents": task.n_events,
         "params": json.loads(task.params),
         "transformation": task.transformation,
-        "ranges": range_counts,
-        "events": {k: int(v or 0) for k, v in events_by_state.items()},
-        "rangesRedispatched": redispatched,
-        "attempts": int(attempts or 0),
-        "cpuSecondsInOutput": float(cpu_in_output or 0.0),
+        "ranges": {r.state: int(r.ranges) for r in by_state},
+        "events": {r.state: int(r.events or 0) for r in by_state},
+        "rangesRedispatched": sum(int(r.redispatched or 0) for r in by_state),
+        "attempts": sum(int(r.attempts or 0) for r in by_state),
+        "cpuSecondsInOutput": cpu_in_output,
         "jobs": _counts(conn, jobs.c.state, jobs.c.task_id == task_id),
         "jobsets": _counts(conn, jobsets.c.state, jobsets.c.task_id == task_id),
         "outputs": outputs,

@@ -379,3 +379,23 @@ def test_a_short_answer_does_not_wait_for_a_locked_jobset(dispatcher: Dispatcher
         threading.Thread(target=ask, daemon=True).start()
         assert done.wait(10), "getEventRanges waited for the jobset lock"
     assert [r["startEvent"] for r in answers[0]] == [0, 1]
+
+
+def test_task_summary_counts_ranges_events_attempts_and_cpu(dispatcher: Dispatcher) -> None:
+    task_id = submit(dispatcher, 6, nEventsPerWorker=2, esMaxAttempt=5)
+    job = start_consumer(dispatcher)
+    first, second, third = dispatcher.get_event_ranges(job["PandaID"], None, None, 3)
+    report(
+        dispatcher,
+        finished(first["eventRangeID"], cpuConsumptionTime=1.5),
+        {"eventRangeID": second["eventRangeID"], "eventStatus": "failed", "errorCode": 1220},
+    )
+    [again] = dispatcher.get_event_ranges(job["PandaID"], None, None, 1)
+    assert again["eventRangeID"].endswith("-2")  # the failed range, its second attempt
+    report(dispatcher, finished(again["eventRangeID"], cpuConsumptionTime=2.0))
+    summary = dispatcher.task(task_id)
+    assert summary["ranges"] == {"finished": 2, "sent": 1}
+    assert summary["events"] == {"finished": 4, "sent": 2}
+    assert summary["attempts"] == 4 and summary["rangesRedispatched"] == 1
+    assert summary["cpuSecondsInOutput"] == pytest.approx(3.5)
+    assert third["eventRangeID"].endswith("-1")
