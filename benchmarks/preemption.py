@@ -88,6 +88,12 @@ def main() -> None:
         default="none,120,30",
         help="comma-separated mean pilot lifetimes in s; 'none' = no kills",
     )
+    parser.add_argument(
+        "--chaos-seeds",
+        default="7",
+        help="comma-separated seeds of the pilot deaths: each row with kills runs once per "
+        "seed over the same inputs, and the summary gives mean and range",
+    )
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--quick", action="store_true", help="a small run to check it works")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -104,68 +110,41 @@ def main() -> None:
         f"reference: sequential run {reference_cpu:.1f} CPU s; ideal makespan on {cores} "
         f"cores {ideal:.1f} s"
     )
+    chaos_seeds = [int(x) for x in args.chaos_seeds.split(",")]
     rows = []
     for lifetime_text in args.lifetimes.split(","):
         lifetime = None if lifetime_text == "none" else float(lifetime_text)
         for mode in ("es", "file"):
-            config = DemoConfig(
-                events=args.events,
-                files=args.files,
-                pilots=args.pilots,
-                cores=args.cores,
-                cpu_per_event=args.cpu_per_event,
-                mode=mode,
-                pilot_lifetime_mean=lifetime,
-                timeout=args.timeout,
-                seed=seed,
-                live=False,
-                events_per_range=args.events_per_range,
-                consumers=consumers,
-                zip_time_gap=args.zip_every,
-            )
-            result = run_demo(config)
-            makespan = result.samples[-1][0] if result.samples else float("nan")
-            useful = result.task.get("cpuSecondsInOutput", 0.0) if result.task else 0.0
-            done = result.samples[-1][1] if result.samples else 0
-            lost = 0 if result.verified else args.events - min(done, args.events)
-            row = {
-                "mode": mode,
-                "lifetime": lifetime_text,
-                "verified": result.verified,
-                "makespan_s": round(makespan, 1),
-                "vs_ideal": round(makespan / ideal, 2),
-                "useful_cpu_fraction": round(useful / result.cpu_spent, 3)
-                if result.cpu_spent
-                else 0.0,
-                "cpu_spent_s": round(result.cpu_spent, 1),
-                "cpu_in_output_s": round(useful, 1),
-                "pilots_killed": result.pilots_killed,
-                "pilots_started": result.pilots_started,
-                "mean_lifetime_s": round(statistics.fmean(result.pilot_lifetimes), 1)
-                if result.pilot_lifetimes
-                else None,
-                # Jobs that ran a payload (consumers, merges, normal jobs); closed ones did not.
-                "jobs_run": sum(
-                    n for state, n in result.task.get("jobs", {}).items() if state != "closed"
-                ),
-                "events_lost": lost,
-                "error": result.error,
-                "samples": result.samples,
-            }
-            rows.append(row)
-            print(
-                f"{mode:>4} lifetime={lifetime_text:>4}: makespan {makespan:6.1f} s "
-                f"({row['vs_ideal']:.2f}x ideal), useful CPU {row['useful_cpu_fraction']:.0%}"
-                f" of {result.cpu_spent:.0f} s, pilots {result.pilots_started} started /"
-                f" {result.pilots_killed} killed"
-                + (
-                    f" (lifetimes drawn: mean {row['mean_lifetime_s']:.1f} s)"
-                    if row["mean_lifetime_s"] is not None
-                    else ""
+            # Without kills the deaths' seed changes nothing: one run is enough.
+            for chaos_seed in chaos_seeds if lifetime is not None else chaos_seeds[:1]:
+                config = DemoConfig(
+                    events=args.events,
+                    files=args.files,
+                    pilots=args.pilots,
+                    cores=args.cores,
+                    cpu_per_event=args.cpu_per_event,
+                    mode=mode,
+                    pilot_lifetime_mean=lifetime,
+                    timeout=args.timeout,
+                    seed=seed,
+                    chaos_seed=chaos_seed,
+                    live=False,
+                    events_per_range=args.events_per_range,
+                    consumers=consumers,
+                    zip_time_gap=args.zip_every,
                 )
-                + f", {row['jobs_run']} jobs, "
-                f"lost {lost} events, verified {result.verified}"
-                + (f", error {result.error}" if result.error else "")
+                row = measure(config, ideal, lifetime_text)
+                rows.append(row)
+                print_row(row)
+    summary_rows = summarise(rows)
+    if len(chaos_seeds) > 1:
+        print("over the chaos seeds (mean, min-max):")
+        for line in summary_rows:
+            print(
+                f"{line['mode']:>4} lifetime={line['lifetime']:>4}: {line['runs']} run(s), "
+                f"{line['vs_ideal_mean']:.2f}x ideal ({line['vs_ideal_min']:.2f}-"
+                f"{line['vs_ideal_max']:.2f}), useful CPU {line['useful_mean']:.1%} "
+                f"({line['useful_min']:.1%}-{line['useful_max']:.1%})"
             )
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
@@ -175,10 +154,85 @@ def main() -> None:
         "ideal_s": ideal,
         "args": vars(args) | {"out": str(args.out)},
         "runs": rows,
+        "summary": summary_rows,
     }
     (args.out / "preemption.json").write_text(json.dumps(summary, indent=1))
-    plot(rows, ideal, args.events, args.out / "preemption.png")
+    first_seed = [r for r in rows if r["chaos_seed"] == chaos_seeds[0]]
+    plot(first_seed, ideal, args.events, args.out / "preemption.png")
     print(f"wrote {args.out / 'preemption.json'} and {args.out / 'preemption.png'}")
+
+
+def measure(config: DemoConfig, ideal: float, lifetime_text: str) -> dict:
+    """Run the task once; the row this benchmark records for it."""
+    result = run_demo(config)
+    makespan = result.samples[-1][0] if result.samples else float("nan")
+    useful = result.task.get("cpuSecondsInOutput", 0.0) if result.task else 0.0
+    done = result.samples[-1][1] if result.samples else 0
+    lost = 0 if result.verified else config.events - min(done, config.events)
+    return {
+        "mode": config.mode,
+        "lifetime": lifetime_text,
+        "chaos_seed": config.chaos_seed,
+        "verified": result.verified,
+        "makespan_s": round(makespan, 1),
+        "vs_ideal": round(makespan / ideal, 2),
+        "useful_cpu_fraction": round(useful / result.cpu_spent, 3) if result.cpu_spent else 0.0,
+        "cpu_spent_s": round(result.cpu_spent, 1),
+        "cpu_in_output_s": round(useful, 1),
+        "pilots_killed": result.pilots_killed,
+        "pilots_started": result.pilots_started,
+        "mean_lifetime_s": round(statistics.fmean(result.pilot_lifetimes), 1)
+        if result.pilot_lifetimes
+        else None,
+        # Jobs that ran a payload (consumers, merges, normal jobs); closed ones did not.
+        "jobs_run": sum(n for state, n in result.task.get("jobs", {}).items() if state != "closed"),
+        "events_lost": lost,
+        "error": result.error,
+        "samples": result.samples,
+    }
+
+
+def print_row(row: dict) -> None:
+    print(
+        f"{row['mode']:>4} lifetime={row['lifetime']:>4} chaos seed {row['chaos_seed']}: "
+        f"makespan {row['makespan_s']:6.1f} s ({row['vs_ideal']:.2f}x ideal), useful CPU "
+        f"{row['useful_cpu_fraction']:.0%} of {row['cpu_spent_s']:.0f} s, pilots "
+        f"{row['pilots_started']} started / {row['pilots_killed']} killed"
+        + (
+            f" (lifetimes drawn: mean {row['mean_lifetime_s']:.1f} s)"
+            if row["mean_lifetime_s"] is not None
+            else ""
+        )
+        + f", {row['jobs_run']} jobs, lost {row['events_lost']} events, "
+        f"verified {row['verified']}" + (f", error {row['error']}" if row["error"] else "")
+    )
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per mode and lifetime: mean, min and max over the chaos seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["lifetime"], row["mode"]), []).append(row)
+    summary = []
+    for (lifetime, mode), runs in groups.items():
+        ratios = [r["vs_ideal"] for r in runs]
+        useful = [r["useful_cpu_fraction"] for r in runs]
+        summary.append(
+            {
+                "lifetime": lifetime,
+                "mode": mode,
+                "runs": len(runs),
+                "vs_ideal_mean": round(statistics.fmean(ratios), 3),
+                "vs_ideal_min": min(ratios),
+                "vs_ideal_max": max(ratios),
+                "useful_mean": round(statistics.fmean(useful), 4),
+                "useful_min": min(useful),
+                "useful_max": max(useful),
+                "pilots_killed": sum(r["pilots_killed"] for r in runs),
+                "events_lost": sum(r["events_lost"] for r in runs),
+            }
+        )
+    return summary
 
 
 def plot(rows: list[dict], ideal: float, events: int, path: Path) -> None:

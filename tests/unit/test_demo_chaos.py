@@ -53,3 +53,14 @@ def test_no_mean_no_lifetimes() -> None:
     deaths = PilotDeaths(random.Random(1))
     deaths.born("pilot-0", now=0.0)
     assert deaths.deadlines == {} and deaths.lifetimes == []
+
+
+def test_a_chaos_seed_varies_the_deaths_over_the_same_inputs(tmp_path) -> None:
+    from eventservice.demo.run import Demo, DemoConfig
+
+    def first_lifetimes(**seeds: int) -> list[float]:
+        demo = Demo(DemoConfig(pilot_lifetime_mean=30.0, **seeds), tmp_path)
+        return [demo.deaths.next_lifetime() for _ in range(3)]
+
+    assert first_lifetimes(seed=4) == lifetimes(4, 3)  # by default the run's seed
+    assert first_lifetimes(seed=4, chaos_seed=9) == lifetimes(9, 3)

@@ -53,6 +53,8 @@ class DemoConfig:
     lease_seconds: float = 6.0
     timeout: float = 900.0
     seed: int = 1
+    #: Seed of the pilot deaths alone (None: ``seed``), so kills can vary over the same inputs.
+    chaos_seed: int | None = None
     live: bool = True
 
 
@@ -102,7 +104,7 @@ class Demo:
         self.dispatcher: processes.Child | None = None
         self.orphans = processes.OrphanReaper()
         self.result = DemoResult(workdir=workdir)
-        rng = random.Random(config.seed)
+        rng = random.Random(config.seed if config.chaos_seed is None else config.chaos_seed)
         self.deaths = PilotDeaths(rng, config.preempt_every, config.pilot_lifetime_mean)
         self.outage = (
             StorageOutage(workdir / "objectstore", *config.storage_outage)
