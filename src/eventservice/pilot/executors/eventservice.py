@@ -312,11 +312,12 @@ class EventServiceRun:
                 reason = f"payload exited ({code}) while processing the range"
                 self._fail(leftovers, codes.PAYLOAD_CRASHED, reason)
             self._fail(unserved, codes.PREEMPTED, "payload ended before the range")
-        result = self._conclude_reports(f"exit {code}", killed, code)
-        if self.session is not None:
-            # Only now: the outputs the stage-out has just shipped lay in its directory.
-            self.session.end()
-        return result
+        try:
+            return self._conclude_reports(f"exit {code}", killed, code)
+        finally:
+            if self.session is not None:
+                # Only now: the outputs the stage-out has just shipped lay in its directory.
+                self.session.end()
 
     def _conclude_reports(self, payload_end: str, killed: bool, code: int = 0) -> JobResult:
         # After a signal the batch system's own grace is ticking: don't wait on storage forever.
