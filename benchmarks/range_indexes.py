@@ -56,7 +56,7 @@ CREATE TABLE event_ranges (
 INSERT INTO event_ranges (task_id, jobset_id, file_id, start_event, last_event, state,
                           attempt_nr, failures, modified_at)
 SELECT 1, j, j, i, i, 'ready', 1, 0, 0
-  FROM generate_series(1, %(jobsets)s) j, generate_series(0, %(per_jobset)s - 1) i;
+  FROM generate_series(1, {jobsets}) j, generate_series(0, {per_jobset} - 1) i;
 """
 
 VARIANTS = {
@@ -109,9 +109,8 @@ def pgbench_binary() -> str:
 def prepare(url: str, variant: str, jobsets: int, per_jobset: int) -> None:
     """A fresh table of ready ranges with the variant's indexes, analysed."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            TABLE.replace("%(jobsets)s", str(jobsets)).replace("%(per_jobset)s", str(per_jobset))
-        )
+        # Several statements in one call take no bound parameters: the sizes go in the text.
+        conn.execute(TABLE.format(jobsets=int(jobsets), per_jobset=int(per_jobset)))
         for statement in VARIANTS[variant]:
             conn.execute(statement)
         conn.execute(CYCLE)
