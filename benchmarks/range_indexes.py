@@ -37,8 +37,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
+from dispatch import DEFAULT_PG_URL  # the benchmarks' own database, named once
 
-DEFAULT_PG_URL = "postgresql://eventservice:eventservice@127.0.0.1:5432/eventservice_bench"
 RANGES_PER_CYCLE = 16
 
 TABLE = """
