@@ -43,6 +43,11 @@ def test_demo_merged_output_equals_sequential_run(tmp_path: Path) -> None:
     assert_verified(result, 300)
     assert "events 300" in result.stdout
     assert (tmp_path / "demo" / "merged.000.root").stat().st_size > 0
+    # The pilots fork the reference payload and the merge from a pre-imported interpreter.
+    logs = "".join(p.read_text() for p in (tmp_path / "demo" / "pilots").glob("*.log"))
+    forked = [line for line in logs.splitlines() if "(forked, imports done)" in line]
+    assert any("payload merge" in line for line in forked), logs[-3000:]
+    assert any("payload simulate" in line for line in forked), logs[-3000:]
 
 
 def test_demo_survives_random_sigkills(tmp_path: Path) -> None:

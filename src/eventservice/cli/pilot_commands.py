@@ -51,6 +51,12 @@ def pilot(
         "--keep-payload/--new-payload-per-job",
         help="Keep an idle ES payload for the next ES job with the same command.",
     ),
+    fork_payloads: bool = typer.Option(
+        True,
+        "--fork-payloads/--start-payloads-afresh",
+        help="Fork this installation's payload and merge commands from an interpreter that "
+        "has imported them once, instead of starting each from scratch.",
+    ),
     job_file: Path | None = typer.Option(
         None, "--job-file", help="Offline mode: run this job (getJob fields as JSON)."
     ),
@@ -77,6 +83,7 @@ def pilot(
         storage_max_failures=storage_failures,
         storage_retry_delay=storage_retry_delay,
         keep_payload=keep_payload,
+        fork_payloads=fork_payloads,
     )
     workdir = workdir or default_workdir()
     if job_file is not None:

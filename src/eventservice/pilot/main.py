@@ -21,6 +21,7 @@ from eventservice.errors import DispatcherUnavailable, EventServiceError
 from eventservice.pilot import codes
 from eventservice.pilot.executors import executor_for
 from eventservice.pilot.executors.base import JobContext, JobResult, PilotOptions
+from eventservice.pilot.forkserver import PayloadStarter
 from eventservice.pilot.job import Job, QueueConfig, cores_for
 from eventservice.pilot.logs import job_log, set_job, ship_logs
 from eventservice.pilot.payload_keeper import PayloadKeeper
@@ -93,7 +94,10 @@ class Pilot:
                 control.killed or (control.draining and control.grace_expired())
             )
         self._router = router
-        self.payloads = PayloadKeeper(self.workdir / "payloads", self.options.keep_payload)
+        self.starter = PayloadStarter(self.options.fork_payloads)
+        self.payloads = PayloadKeeper(
+            self.workdir / "payloads", self.options.keep_payload, self.starter
+        )
         self.started = time.monotonic()
 
     def deadline(self, queue: QueueConfig) -> float | None:
@@ -155,6 +159,7 @@ class Pilot:
             log.error("%s", summary.stopped_because)
         finally:
             self.payloads.close()
+            self.starter.close()
             if restore is not None:
                 restore()
         summary.pending_reports = len(self.journal)
@@ -197,6 +202,7 @@ class Pilot:
             cores,
             deadline,
             self.payloads,
+            self.starter,
         )
         # Beats go on until the log has shipped: a job silent while its last outputs and
         # its log ship would lose its lease. None may follow (or overtake) the final report.

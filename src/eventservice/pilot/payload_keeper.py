@@ -23,6 +23,7 @@ from pathlib import Path
 from eventservice.payload.channel import ENV_CHANNEL
 from eventservice.pilot.channel_server import ChannelServer
 from eventservice.pilot.executors.base import PayloadProcess
+from eventservice.pilot.forkserver import SUBPROCESSES, PayloadStarter
 from eventservice.pilot.logs import PAYLOAD_STDERR, PAYLOAD_STDOUT
 from eventservice.proc import tree_cpu_seconds
 
@@ -52,7 +53,12 @@ class PayloadSession:
 
     @classmethod
     def start(
-        cls, command: str, cores: int, directory: Path, owns_directory: bool = False
+        cls,
+        command: str,
+        cores: int,
+        directory: Path,
+        owns_directory: bool = False,
+        starter: PayloadStarter = SUBPROCESSES,
     ) -> PayloadSession:
         """Serve a new channel and start ``command`` on it in ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
@@ -60,7 +66,7 @@ class PayloadSession:
         channel.start()
         env = {ENV_CHANNEL: channel.name, "ATHENA_PROC_NUMBER": str(cores)}
         try:
-            process = PayloadProcess(command, directory, env, cores)
+            process = starter.start(command, directory, env, cores)
         except BaseException:
             channel.stop()
             raise
@@ -130,9 +136,12 @@ class PayloadSession:
 class PayloadKeeper:
     """The pilot's parked payload, at most one, and where kept payloads run."""
 
-    def __init__(self, directory: Path, enabled: bool = True) -> None:
+    def __init__(
+        self, directory: Path, enabled: bool = True, starter: PayloadStarter = SUBPROCESSES
+    ) -> None:
         self.directory = directory
         self.enabled = enabled
+        self.starter = starter
         self.parked: PayloadSession | None = None
         self.started = 0
 
@@ -154,9 +163,11 @@ class PayloadKeeper:
         self.started += 1
         if self.enabled:
             directory = self.directory / f"payload-{self.started}"
-            session = PayloadSession.start(command, cores, directory, owns_directory=True)
+            session = PayloadSession.start(
+                command, cores, directory, owns_directory=True, starter=self.starter
+            )
         else:
-            session = PayloadSession.start(command, cores, job_dir)
+            session = PayloadSession.start(command, cores, job_dir, starter=self.starter)
         session.begin_job()
         return session
 

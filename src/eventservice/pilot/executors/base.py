@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from eventservice.errors import StorageError
 from eventservice.pilot.heartbeat import Heartbeat
@@ -35,6 +35,9 @@ class PilotOptions:
     node: str = ""
     #: Keep an idle ES payload for the next ES job with the same command (payload_keeper).
     keep_payload: bool = True
+    #: Fork this installation's payload commands from a pre-imported interpreter
+    #: (pilot/forkserver.py) instead of starting each afresh.
+    fork_payloads: bool = True
 
 
 @dataclass
@@ -53,6 +56,9 @@ class JobContext:
     deadline: float | None = None
     #: The pilot's kept payload, if it keeps one (``None``: a new payload per job).
     payloads: Any | None = None
+    #: Starts the job's payload processes (a ``forkserver.PayloadStarter``; ``None``: each
+    #: payload a plain subprocess).
+    starter: Any | None = None
     #: The job's heartbeat (``updateJob`` every queue ``heartbeat`` s). The pilot runs it
     #: from the job's start to just before its final report; an executor may set its
     #: ``progress``.
@@ -146,8 +152,8 @@ class PayloadProcess:
         self, command: str, cwd: Path, env: dict[str, str] | None = None, cores: int = 1
     ) -> None:
         self.command = command
-        self._stdout = open(cwd / PAYLOAD_STDOUT, "ab")  # noqa: SIM115 - closed in wait()
-        self._stderr = open(cwd / PAYLOAD_STDERR, "ab")  # noqa: SIM115
+        self._stdout: BinaryIO | None = open(cwd / PAYLOAD_STDOUT, "ab")  # noqa: SIM115 - closed in wait()
+        self._stderr: BinaryIO | None = open(cwd / PAYLOAD_STDERR, "ab")  # noqa: SIM115
         log.info("starting payload: %s", command)
         #: CPU seconds of the payload and all it started, known once it has exited.
         self.cpu_seconds: float | None = None
@@ -195,8 +201,9 @@ class PayloadProcess:
                 raise subprocess.TimeoutExpired(self.command, timeout or 0.0)
             else:
                 time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
-        self._stdout.close()
-        self._stderr.close()
+        for stream in (self._stdout, self._stderr):
+            if stream is not None:
+                stream.close()
         return int(self.process.returncode)
 
     def kill(self, grace: float = 3.0) -> int:
@@ -219,7 +226,10 @@ def run_command(ctx: JobContext, command: str) -> tuple[int, bool, float]:
 
     Returns (exit code, whether the pilot stopped it, payload CPU seconds).
     """
-    process = PayloadProcess(command, ctx.job_dir, cores=ctx.cores)
+    if ctx.starter is not None:
+        process = ctx.starter.start(command, ctx.job_dir, cores=ctx.cores)
+    else:
+        process = PayloadProcess(command, ctx.job_dir, cores=ctx.cores)
     while process.poll() is None:
         if ctx.control.killed or (ctx.control.draining and ctx.control.grace_expired()):
             log.warning("stopping the payload: %s", ctx.control.reason)

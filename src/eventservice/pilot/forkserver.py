@@ -1,0 +1,422 @@
+"""Payload processes forked from an interpreter that has already imported the payload.
+
+Every start of the reference payload or of a merge costs about 0.75 s of CPU before any
+work: Python imports numpy, awkward and uproot afresh in each process. A pilot starts one
+such process per ES payload and per merge job. Its *fork server* imports them once and
+forks each payload of this installation's own ``eventservice`` CLI from there, ready to
+run, as AthenaMP forks its workers after initialisation. Any other command, or one the
+server cannot run exactly as the shell would (shell syntax, another interpreter, an
+environment that differs in what is read at start-up), starts as a plain subprocess.
+
+The server is a child of the pilot, in a session of its own (signals to the pilot's
+process group are the pilot's to handle); it ends when its stdin closes, that is when the
+pilot ends or dies. It reads one JSON request per line
+on stdin and answers one JSON object per line on stdout:
+
+- ``{"argv": [...], "cwd": ..., "env": {...}, "stdout": path, "stderr": path}`` →
+  ``{"started": pid}`` or ``{"error": reason}``;
+- when a forked payload exits: ``{"exited": pid, "code": n, "cpu": seconds}`` (CPU of the
+  payload and the descendants it reaped, as ``wait4`` gives it).
+
+Each forked payload runs in a session of its own, like a subprocess payload.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import importlib
+import json
+import logging
+import os
+import queue
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+from eventservice.pilot.executors.base import (
+    THREAD_POOL_VARIABLES,
+    PayloadProcess,
+    payload_environment,
+)
+
+log = logging.getLogger(__name__)
+
+#: Modules the server imports before it forks: what the payload and merge commands load.
+PRELOAD = (
+    "eventservice.cli.main",
+    "eventservice.cli.payload_commands",
+    "eventservice.payload.simulate",
+    "eventservice.payload.merge",
+    "eventservice.payload.verify",
+)
+#: What a forked payload runs: ``module:function``, called with ``sys.argv`` set.
+ENTRY = "eventservice.cli.main:main"
+#: Seconds to wait for the server to answer a request before starting a subprocess.
+ANSWER_TIMEOUT = 60.0
+#: Characters that make a command line more than words and quotes for ``/bin/sh``.
+SHELL_SYNTAX = set("$`*?[~;&|<>(){}#!\\\n")
+#: Environment variables an interpreter reads when it starts (or numpy when imported):
+#: a payload forked from the server has the server's values of these.
+_STARTUP_VARIABLES = ("LD_PRELOAD", "LD_LIBRARY_PATH", *THREAD_POOL_VARIABLES)
+
+
+def cli_arguments(command: str, env: dict[str, str]) -> list[str] | None:
+    """The arguments ``command`` gives this installation's ``eventservice`` CLI, or ``None``.
+
+    Only plain command lines qualify: ``<this python> -m eventservice ...`` or
+    ``eventservice ...`` resolving (on ``env``'s PATH) to the script next to this python.
+    """
+    if SHELL_SYNTAX & set(command):
+        return None
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    if not argv or "=" in argv[0]:
+        return None
+    program, here = Path(argv[0]), Path(sys.executable).absolute()
+    if program.name.startswith("python") and argv[1:3] == ["-m", "eventservice"]:
+        same = program.absolute() == here or (
+            program.parent == here.parent and program.name in (here.name, "python", "python3")
+        )
+        return argv[3:] if same else None
+    if program.name == "eventservice":
+        import shutil
+
+        found = shutil.which(argv[0], path=env.get("PATH"))
+        if found and Path(found).absolute().parent == here.parent:
+            return argv[1:]
+    return None
+
+
+class ForkServerError(RuntimeError):
+    """The fork server could not start a payload (the caller starts a subprocess)."""
+
+
+class ForkServer:
+    """One server process and the payloads forked from it (pilot side)."""
+
+    def __init__(
+        self, env: dict[str, str], preload: tuple[str, ...] = PRELOAD, entry: str = ENTRY
+    ) -> None:
+        self.env = env
+        code = (
+            f"from eventservice.pilot.forkserver import serve; serve({list(preload)!r}, {entry!r})"
+        )
+        # `-c`, not `-m`: a payload spawning workers must not re-import the server's module.
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            # Not in the pilot's process group: a pilot draining on SIGTERM or SIGINT may
+            # still start payloads. The server ends when its stdin closes, as the pilot ends.
+            start_new_session=True,
+        )
+        self._lock = threading.Lock()
+        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._exits: dict[int, tuple[int, float]] = {}
+        self._exited = threading.Condition()
+        self.alive = True
+        self._reader = threading.Thread(target=self._read, name="forkserver", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                log.warning("fork server said something unreadable: %r", line[:200])
+                continue
+            if "exited" in message:
+                with self._exited:
+                    self._exits[int(message["exited"])] = (int(message["code"]), message["cpu"])
+                    self._exited.notify_all()
+            else:
+                self._answers.put(message)
+        with self._exited:
+            self.alive = False
+            self._exited.notify_all()
+        self._answers.put({"error": "the fork server has ended"})
+
+    def start(
+        self, argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path
+    ) -> int:
+        """Fork a payload running the CLI with ``argv``; its pid."""
+        request = {
+            "argv": argv,
+            "cwd": str(cwd),
+            "env": env,
+            "stdout": str(stdout),
+            "stderr": str(stderr),
+        }
+        with self._lock:
+            if not self.alive or self.process.stdin is None:
+                raise ForkServerError("the fork server has ended")
+            try:
+                self.process.stdin.write(json.dumps(request).encode() + b"\n")
+                self.process.stdin.flush()
+                answer = self._answers.get(timeout=ANSWER_TIMEOUT)
+            except (OSError, queue.Empty) as exc:
+                raise ForkServerError(f"the fork server did not answer: {exc!r}") from exc
+        if "started" not in answer:
+            raise ForkServerError(str(answer.get("error", answer)))
+        return int(answer["started"])
+
+    def exit_of(self, pid: int, timeout: float | None = 0.0) -> tuple[int, float] | None:
+        """``(exit code, CPU s)`` of a forked payload once it has exited, else ``None``.
+
+        Should the server be gone, a payload no longer running counts as exited with
+        code -1 and no CPU known, as for a subprocess whose exit was reaped elsewhere.
+        """
+        with self._exited:
+            self._exited.wait_for(lambda: pid in self._exits or not self.alive, timeout)
+            if pid in self._exits:
+                return self._exits.pop(pid)
+            if self.alive or _running(pid):
+                return None
+            return -1, 0.0
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Tell the server to end (closing its stdin) and reap it."""
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class _Forked:
+    """The ``pid``/``returncode`` pair :class:`PayloadProcess` keeps in ``process``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+
+class ForkedPayload(PayloadProcess):
+    """A payload forked by a :class:`ForkServer`; used exactly as a :class:`PayloadProcess`."""
+
+    def __init__(
+        self,
+        server: ForkServer,
+        command: str,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+    ) -> None:
+        from eventservice.pilot.logs import PAYLOAD_STDERR, PAYLOAD_STDOUT
+
+        self.command = command
+        self.server = server
+        self.cpu_seconds: float | None = None
+        self.killed = False
+        self._stdout = self._stderr = None
+        log.info("starting payload (forked, imports done): %s", command)
+        pid = server.start(argv, cwd, env, cwd / PAYLOAD_STDOUT, cwd / PAYLOAD_STDERR)
+        self.process = _Forked(pid)  # type: ignore[assignment]
+
+    def _reap(self, flags: int) -> None:
+        ended = self.server.exit_of(self.process.pid, None if flags == 0 else 0.0)
+        if ended is not None:
+            self.process.returncode, self.cpu_seconds = ended
+
+
+class PayloadStarter:
+    """Starts a pilot's payload processes: forked from a fork server wherever it can.
+
+    One server per core count (thread pools are sized when numpy is imported), started
+    with the first payload that can use it. Disabled, every payload is a subprocess.
+    """
+
+    def __init__(self, enabled: bool = True, preload: tuple[str, ...] = PRELOAD) -> None:
+        self.enabled = enabled
+        self.preload = preload
+        self._servers: dict[int, ForkServer] = {}
+        self._broken = False
+
+    def start(
+        self, command: str, cwd: Path, env: dict[str, str] | None = None, cores: int = 1
+    ) -> PayloadProcess:
+        """Start ``command`` in ``cwd`` with ``env`` added to the pilot's environment."""
+        if self.enabled and not self._broken:
+            full_env = payload_environment(env, cores)
+            argv = cli_arguments(command, full_env)
+            server = self._server(cores) if argv is not None else None
+            if server is not None and _compatible(full_env, server.env):
+                try:
+                    return ForkedPayload(server, command, argv or [], cwd, full_env)
+                except ForkServerError as exc:
+                    log.warning("fork server unusable (%s); starting payloads afresh", exc)
+                    self._broken = True
+        return PayloadProcess(command, cwd, env, cores)
+
+    def _server(self, cores: int) -> ForkServer | None:
+        server = self._servers.get(cores)
+        if server is None or not server.alive:
+            if server is not None:
+                server.close()
+            server = ForkServer(payload_environment(None, cores), self.preload)
+            self._servers[cores] = server
+        return server
+
+    def close(self) -> None:
+        """End the fork servers (the pilot ends)."""
+        servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            server.close()
+
+
+def _compatible(env: dict[str, str], server_env: dict[str, str]) -> bool:
+    keys = {k for k in (*env, *server_env) if k.startswith("PYTHON")} | set(_STARTUP_VARIABLES)
+    return all(env.get(k) == server_env.get(k) for k in keys)
+
+
+#: A plain subprocess for every payload: for callers with no pilot-wide starter.
+SUBPROCESSES = PayloadStarter(enabled=False)
+
+
+# --- the server process ----------------------------------------------------------------
+
+
+def serve(preload: list[str], entry: str) -> None:
+    """Run as the fork server: import ``preload``, then fork payloads on request."""
+    for name in preload:
+        importlib.import_module(name)
+    # Objects made so far stay out of the collector: forked payloads share their pages
+    # instead of copying them when a collection touches every object.
+    gc.freeze()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    pending = b""
+    while True:
+        readable, _, _ = select.select([0, wake_read], [], [])
+        if wake_read in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_read, 4096)
+            _report_exits()
+        if 0 in readable:
+            chunk = os.read(0, 65536)
+            if not chunk:
+                return  # the pilot is done with us
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                _answer(json.loads(line), entry, (wake_read, wake_write))
+
+
+def _send(message: dict[str, Any]) -> None:
+    os.write(1, json.dumps(message).encode() + b"\n")
+
+
+def _report_exits() -> None:
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        _send({"exited": pid, "code": code, "cpu": usage.ru_utime + usage.ru_stime})
+
+
+def _answer(request: dict[str, Any], entry: str, wake: tuple[int, int]) -> None:
+    # The pid is reported once the child leads its session: from then on the pilot can
+    # signal its process group, as it does a subprocess payload's.
+    ready_read, ready_write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(ready_read)
+        os.close(ready_write)
+        _send({"error": f"fork failed: {exc}"})
+        return
+    if pid == 0:
+        os.close(ready_read)
+        _run_child(request, entry, (*wake, ready_write))
+    os.close(ready_write)
+    os.read(ready_read, 1)  # a byte, or end of file if the child died before
+    os.close(ready_read)
+    _send({"started": pid})
+
+
+def _run_child(request: dict[str, Any], entry: str, fds: tuple[int, int, int]) -> NoReturn:
+    code = 1
+    try:
+        os.setsid()
+        *wake, ready = fds
+        os.write(ready, b"x")
+        os.close(ready)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in wake:
+            os.close(fd)
+        gc.unfreeze()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        for fd, path, mode in (
+            (0, os.devnull, os.O_RDONLY),
+            (1, request["stdout"], flags),
+            (2, request["stderr"], flags),
+        ):
+            opened = os.open(path, mode, 0o644)
+            os.dup2(opened, fd)
+            os.close(opened)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = ["eventservice", *request["argv"]]
+        module, function = entry.split(":")
+        try:
+            getattr(importlib.import_module(module), function)()
+            code = 0
+        except SystemExit as exc:
+            code = _exit_code(exc)
+        # What the interpreter does before it exits: wait for the payload's own
+        # threads, run its exit handlers.
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
+    except BaseException:
+        traceback.print_exc()
+        code = code or 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """The exit status the interpreter gives ``raise SystemExit(exc.code)``."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return 1
