@@ -68,3 +68,16 @@ def test_commands_a_pilot_starts_load_no_heavy_library(command: list[str], body:
     )
     loaded = json.loads(probe.stdout.strip().splitlines()[-1])
     assert loaded == [], f"`eventservice {' '.join(command)}` imports {loaded}"
+
+
+def test_the_pilot_leaves_out_httpxs_command_line_client():
+    """httpx's CLI (click, rich, pygments) costs every pilot 0.1 s of CPU at start."""
+    probe = (
+        "import json, sys, importlib\n"
+        f"for module in {PILOT_MODULES!r}:\n"
+        "    importlib.import_module(module)\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'click', 'rich', 'pygments'})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
