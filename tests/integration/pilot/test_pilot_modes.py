@@ -9,6 +9,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.pilot.conftest import (
     PYTHON,
     DispatcherProcess,
@@ -293,3 +295,53 @@ def test_the_heartbeat_goes_on_while_the_last_outputs_ship(input_file, tmp_path,
         t for t, state in client.updates if state == "running" and started < t < final_at
     ]
     assert len(beats_while_shipping) >= 3, client.updates
+
+
+class RangeReportRecorder:
+    """An offline client that notes every range status the pilot sends."""
+
+    def __init__(self, client):
+        self.client = client
+        self.statuses: list[tuple[str, str]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def update_event_ranges(self, reports, version=0):
+        for item in reports:
+            for entry in item["eventRanges"] if version == 1 else [item]:
+                self.statuses.append((entry["eventRangeID"], entry["eventStatus"]))
+        return self.client.update_event_ranges(reports, version)
+
+
+@pytest.mark.parametrize(("sleep", "reported_running"), [("0", False), ("1.5", True)])
+def test_only_ranges_running_a_while_are_reported_running(
+    input_file, tmp_path, monkeypatch, sleep, reported_running
+):
+    """A range that ends within ``RUNNING_REPORT_DELAY`` goes from sent to finished."""
+    from eventservice.pilot.main import Pilot
+    from eventservice.pilot.offline import OfflineClient
+
+    monkeypatch.setenv("PAYLOAD_SLEEP", sleep)
+    job = {
+        "PandaID": 6,
+        "jobsetID": 1,
+        "taskID": 6,
+        "attemptNr": 1,
+        "coreCount": 1,
+        "eventService": "True",
+        "transformation": es_command("sleep"),
+        "inFiles": "input.dat",
+        "inFilesURL": str(input_file),
+        "outFiles": "out.root",
+        "logFile": "6.1.log.tgz",
+    }
+    ranges = [
+        {"eventRangeID": f"6-1-1-{i}-1", "startEvent": i, "lastEvent": i, "LFN": "input.dat"}
+        for i in range(2)
+    ]
+    client = RangeReportRecorder(OfflineClient(job, ranges, tmp_path / "work"))
+    Pilot(client, "OFFLINE", tmp_path / "work", max_jobs=1).run()
+    assert client.client.counts() == {"finished": 2}
+    running = {rid for rid, status in client.statuses if status == "running"}
+    assert running == ({r["eventRangeID"] for r in ranges} if reported_running else set())

@@ -12,6 +12,7 @@ ES job, :mod:`..payload_keeper`).
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import time
 from typing import Any
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds between journal flushes while ranges keep finishing.
 FLUSH_INTERVAL = 0.2
+#: Seconds a range runs before it is reported ``running``. One that ends sooner goes
+#: straight from ``sent`` to its end: its ``running`` report would be one more call to
+#: the dispatcher per range (half of all calls) that no one acts on.
+RUNNING_REPORT_DELAY = 1.0
 #: Seconds an out-of-ranges job waits for its payload to go idle (every worker waiting
 #: for a range) so it can be kept; past that it is told ``No more events`` as before.
 IDLE_WAIT = 2.0
@@ -79,7 +84,8 @@ class EventServiceRun:
         self.finished_by_payload = 0
         self.failed = 0
         self.released = 0
-        self._running: list[dict[str, Any]] = []
+        #: Ranges a worker took, with when, not yet reported ``running``.
+        self._running: list[tuple[float, dict[str, Any]]] = []
         self._done_ids: set[str] = set()
         self._last_flush = 0.0
         self._out_of_ranges_at: float | None = None
@@ -145,7 +151,7 @@ class EventServiceRun:
 
     def _handle(self, event: Any) -> None:
         if isinstance(event, RangeStarted):
-            self._running.append(event.event_range)
+            self._running.append((time.monotonic(), event.event_range))
         elif isinstance(event, RangeOutput):
             self.finished_by_payload += 1
             log.debug(
@@ -172,10 +178,20 @@ class EventServiceRun:
                     "payload worker died holding the range",
                 )
 
-    def _report_running(self) -> None:
-        """Send ``running`` for ranges handed out and not yet ended (best effort)."""
-        running = [r for r in self._running if str(r["eventRangeID"]) not in self._done_ids]
-        self._running = []
+    def _report_running(self, now: float | None = None) -> None:
+        """Send ``running`` for ranges running ``RUNNING_REPORT_DELAY`` s (best effort).
+
+        With ``now=math.inf``, for every range handed out and not yet ended.
+        """
+        due = (now if now is not None else time.monotonic()) - RUNNING_REPORT_DELAY
+        if not self._running or self._running[0][0] > due:
+            return
+        running = [
+            r
+            for started, r in self._running
+            if started <= due and str(r["eventRangeID"]) not in self._done_ids
+        ]
+        self._running = [(started, r) for started, r in self._running if started > due]
         if not running:
             return
         try:
@@ -323,7 +339,7 @@ class EventServiceRun:
         # After a signal the batch system's own grace is ticking: don't wait on storage forever.
         control = self.ctx.control
         self.stageout.finish(timeout=max(30.0, control.grace) if control.stop_pilot else 3600.0)
-        self._report_running()
+        self._report_running(math.inf)
         self._flush(force=True)
         stats = {
             "received": self.received,
