@@ -236,15 +236,42 @@ def test_reports_left_on_disk_are_sent_by_the_next_pilot(stores, input_file, tmp
         dispatcher.stop()
 
 
-class TimedOfflineClient:
-    """An offline client that notes when each job update arrived."""
+def offline_es_job(panda_id: int, input_file, mode: str, n_ranges: int):
+    """An offline ES job running the test payload in ``mode``, with one-event ranges."""
+    job = {
+        "PandaID": panda_id,
+        "jobsetID": 1,
+        "taskID": panda_id,
+        "attemptNr": 1,
+        "coreCount": 1,
+        "eventService": "True",
+        "transformation": es_command(mode),
+        "inFiles": "input.dat",
+        "inFilesURL": str(input_file),
+        "outFiles": "out.root",
+        "logFile": f"{panda_id}.1.log.tgz",
+    }
+    ranges = [
+        {"eventRangeID": f"{panda_id}-1-1-{i}-1", "startEvent": i, "lastEvent": i}
+        for i in range(n_ranges)
+    ]
+    return job, [dict(r, LFN="input.dat") for r in ranges]
+
+
+class RecordingClient:
+    """An offline client whose calls a subclass notes; everything else passes through."""
 
     def __init__(self, client):
         self.client = client
         self.updates: list[tuple[float, str]] = []
+        self.statuses: list[tuple[str, str]] = []
 
     def __getattr__(self, name):
         return getattr(self.client, name)
+
+
+class TimedOfflineClient(RecordingClient):
+    """An offline client that notes when each job update arrived."""
 
     def update_job(self, panda_id, state, **fields):
         self.updates.append((time.monotonic(), state))
@@ -258,23 +285,7 @@ def test_the_heartbeat_goes_on_while_the_last_outputs_ship(input_file, tmp_path,
     from eventservice.pilot.offline import OfflineClient
     from eventservice.pilot.stageout import StageOut
 
-    job = {
-        "PandaID": 5,
-        "jobsetID": 1,
-        "taskID": 5,
-        "attemptNr": 1,
-        "coreCount": 1,
-        "eventService": "True",
-        "transformation": es_command("ok"),
-        "inFiles": "input.dat",
-        "inFilesURL": str(input_file),
-        "outFiles": "out.root",
-        "logFile": "5.1.log.tgz",
-    }
-    ranges = [
-        {"eventRangeID": f"5-1-1-{i}-1", "startEvent": i, "lastEvent": i, "LFN": "input.dat"}
-        for i in range(3)
-    ]
+    job, ranges = offline_es_job(5, input_file, "ok", 3)
     workdir = tmp_path / "work"
     client = TimedOfflineClient(OfflineClient(job, ranges, workdir, queue={"heartbeat": 0.1}))
     finishing: list[float] = []
@@ -297,15 +308,8 @@ def test_the_heartbeat_goes_on_while_the_last_outputs_ship(input_file, tmp_path,
     assert len(beats_while_shipping) >= 3, client.updates
 
 
-class RangeReportRecorder:
+class RangeReportRecorder(RecordingClient):
     """An offline client that notes every range status the pilot sends."""
-
-    def __init__(self, client):
-        self.client = client
-        self.statuses: list[tuple[str, str]] = []
-
-    def __getattr__(self, name):
-        return getattr(self.client, name)
 
     def update_event_ranges(self, reports, version=0):
         for item in reports:
@@ -323,23 +327,7 @@ def test_only_ranges_running_a_while_are_reported_running(
     from eventservice.pilot.offline import OfflineClient
 
     monkeypatch.setenv("PAYLOAD_SLEEP", sleep)
-    job = {
-        "PandaID": 6,
-        "jobsetID": 1,
-        "taskID": 6,
-        "attemptNr": 1,
-        "coreCount": 1,
-        "eventService": "True",
-        "transformation": es_command("sleep"),
-        "inFiles": "input.dat",
-        "inFilesURL": str(input_file),
-        "outFiles": "out.root",
-        "logFile": "6.1.log.tgz",
-    }
-    ranges = [
-        {"eventRangeID": f"6-1-1-{i}-1", "startEvent": i, "lastEvent": i, "LFN": "input.dat"}
-        for i in range(2)
-    ]
+    job, ranges = offline_es_job(6, input_file, "sleep", 2)
     client = RangeReportRecorder(OfflineClient(job, ranges, tmp_path / "work"))
     Pilot(client, "OFFLINE", tmp_path / "work", max_jobs=1).run()
     assert client.client.counts() == {"finished": 2}
