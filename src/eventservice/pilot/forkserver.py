@@ -263,13 +263,13 @@ class PayloadStarter:
         if self.enabled and not self._broken:
             full_env = payload_environment(env, cores)
             argv = cli_arguments(command, full_env)
-            server = self._server(cores) if argv is not None else None
-            if server is not None and _compatible(full_env, server.env):
-                try:
+            try:
+                server = self._server(cores) if argv is not None else None
+                if server is not None and _compatible(full_env, server.env):
                     return ForkedPayload(server, command, argv or [], cwd, full_env)
-                except ForkServerError as exc:
-                    log.warning("fork server unusable (%s); starting payloads afresh", exc)
-                    self._broken = True
+            except (ForkServerError, OSError) as exc:
+                log.warning("fork server unusable (%s); starting payloads afresh", exc)
+                self._broken = True
         return PayloadProcess(command, cwd, env, cores)
 
     def _server(self, cores: int) -> ForkServer | None:

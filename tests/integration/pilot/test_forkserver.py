@@ -230,3 +230,14 @@ def test_starter_falls_back_when_the_server_cannot_start_payloads(tmp_path):
         assert type(starter.start(OWN_CLI, tmp_path)) is PayloadProcess
     finally:
         starter.close()
+
+
+def test_starter_falls_back_when_the_server_process_cannot_be_started(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr("eventservice.pilot.forkserver.ForkServer.__init__", refuse)
+    starter = PayloadStarter()
+    payload = starter.start(OWN_CLI, tmp_path)
+    assert type(payload) is PayloadProcess
+    assert payload.wait(60) == 0
