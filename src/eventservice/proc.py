@@ -34,6 +34,12 @@ def process_table() -> list[tuple[int, str, int]]:
     return table
 
 
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` still runs: a zombie (exited, not yet reaped) does not."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
 def descendants(pid: int) -> list[int]:
     """PIDs of every living descendant of ``pid``."""
     children: dict[int, list[int]] = {}

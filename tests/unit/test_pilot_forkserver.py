@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from eventservice.pilot.forkserver import _compatible, _exit_code, cli_arguments
+from eventservice.proc import is_running
 
 HERE = Path(sys.executable).absolute()
 ENV = {"PATH": str(HERE.parent)}
@@ -74,3 +78,14 @@ def test_startup_variables_must_match_the_servers():
 @pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (3, 3), (256, 0), ("bad", 1)])
 def test_exit_codes_follow_the_interpreter(code, status, capsys):
     assert _exit_code(SystemExit(code)) == status
+
+
+def test_is_running_tells_a_zombie_from_a_living_process():
+    assert is_running(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while is_running(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until it has exited, unreaped: a zombie
+    assert not is_running(child.pid)
+    child.wait()
+    assert not is_running(child.pid)

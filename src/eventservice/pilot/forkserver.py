@@ -33,6 +33,7 @@ import os
 import queue
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from eventservice.pilot.executors.base import (
     PayloadProcess,
     payload_environment,
 )
+from eventservice.proc import is_running
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,6 @@ def cli_arguments(command: str, env: dict[str, str]) -> list[str] | None:
         )
         return argv[3:] if same else None
     if program.name == "eventservice":
-        import shutil
-
         found = shutil.which(argv[0], path=env.get("PATH"))
         if found and Path(found).absolute().parent == here.parent:
             return argv[1:]
@@ -182,7 +182,7 @@ class ForkServer:
             self._exited.wait_for(lambda: pid in self._exits or not self.alive, timeout)
             if pid in self._exits:
                 return self._exits.pop(pid)
-            if self.alive or _running(pid):
+            if self.alive or is_running(pid):
                 return None
             return -1, 0.0
 
@@ -196,15 +196,6 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie, exited but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class _Forked:

@@ -15,6 +15,7 @@ import pytest
 from eventservice.pilot.executors.base import PayloadProcess, payload_environment
 from eventservice.pilot.forkserver import ForkedPayload, ForkServer, PayloadStarter
 from eventservice.pilot.logs import PAYLOAD_STDERR, PAYLOAD_STDOUT
+from eventservice.proc import is_running
 
 #: An entry point for the server in tests: what it does is chosen by its arguments.
 ENTRY_MODULE = """
@@ -124,17 +125,9 @@ def test_server_ends_when_the_pilot_dies(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     server_pid = int(out.stdout)
     deadline = time.monotonic() + 10
-    while _alive(server_pid) and time.monotonic() < deadline:
+    while is_running(server_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(server_pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert not is_running(server_pid)
 
 
 def test_a_payload_outlives_a_lost_server_and_its_end_is_seen(server, tmp_path):
