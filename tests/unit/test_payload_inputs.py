@@ -86,3 +86,74 @@ def test_not_an_evnt_file(tmp_path) -> None:
         out["something"] = "x"
     with pytest.raises(PayloadError, match="not an EVNT input"):
         InputFile.open(str(other))
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """25 events in clusters of 10, 10 and 5 entries."""
+    path = tmp_path_factory.mktemp("clusters") / "evnt.root"
+    make_input(path, 25, seed=3, guid="GUID-CLUSTERS", first_event_number=1000, chunk=10)
+    return str(path)
+
+
+def _expected(seed: int, numbers: range) -> tuple[list[int], dict[str, np.ndarray]]:
+    events = [generate_event(seed, n) for n in numbers]
+    return [len(e["pdgId"]) for e in events], {
+        f: np.concatenate([e[f] for e in events]) for f in PARTICLE_FIELDS
+    }
+
+
+@pytest.mark.parametrize(
+    "ranges",
+    [
+        [(0, 4), (5, 9), (10, 14), (15, 19), (20, 24)],  # in order, as a consumer reads
+        [(20, 24), (3, 3), (8, 12), (0, 24), (9, 10)],  # out of order, across clusters
+    ],
+)
+def test_read_flat_serves_every_range_from_decoded_clusters(
+    clustered: str, ranges: list[tuple[int, int]]
+) -> None:
+    with InputFile.open(clustered) as source:
+        for first, last in ranges:
+            numbers, counts, flat = source.read_flat(first, last)
+            expected_counts, expected_flat = _expected(3, range(1000 + first, 1001 + last))
+            assert numbers.tolist() == list(range(1000 + first, 1001 + last))
+            assert counts.tolist() == expected_counts
+            for name in PARTICLE_FIELDS:
+                assert np.array_equal(flat[name], expected_flat[name]), name
+
+
+def test_read_flat_keeps_the_clusters_of_the_last_range(clustered: str, monkeypatch) -> None:
+    with InputFile.open(clustered) as source:
+        reads: list[tuple[int, int]] = []
+        read = source._read
+
+        def counting(first: int, last: int) -> object:
+            reads.append((first, last))
+            return read(first, last)
+
+        monkeypatch.setattr(source, "_read", counting)
+        for first in range(0, 10, 2):
+            source.read_flat(first, first + 1)
+        source.read_flat(8, 11)  # crosses into the second cluster: both are decoded
+        source.read_flat(12, 13)
+        assert reads == [(0, 9), (0, 19)]
+
+
+def test_read_flat_reads_a_range_alone_in_clusters_too_large_to_keep(
+    clustered: str, monkeypatch
+) -> None:
+    monkeypatch.setattr("eventservice.payload.inputs.MAX_CACHED_ENTRIES", 5)
+    with InputFile.open(clustered) as source:
+        numbers, _, _ = source.read_flat(2, 4)
+        assert numbers.tolist() == [1002, 1003, 1004]
+        assert source._decoded is None
+        numbers, _, _ = source.read_flat(21, 23)  # the last cluster has 5 entries: kept
+        assert numbers.tolist() == [1021, 1022, 1023]
+        assert source._decoded is not None
+
+
+@pytest.mark.parametrize(("first", "last"), [(20, 25), (-1, 3), (5, 4)])
+def test_read_flat_refuses_ranges_outside_the_file(evnt: str, first: int, last: int) -> None:
+    with InputFile.open(evnt) as source, pytest.raises(PayloadError, match="outside"):
+        source.read_flat(first, last)
