@@ -176,6 +176,52 @@ def test_fast_reader_equals_uproot(outputs: dict[int, str]) -> None:
                 assert fast.content[counter][name].tobytes() == group[name].tobytes()
 
 
+def _compressible_columns(n: int = 2000) -> Columns:
+    counts = np.arange(n, dtype=np.int64) % 3
+    return Columns(
+        {"eventNumber": np.arange(n, dtype=np.int64)},
+        {"nhit": counts},
+        {"nhit": {"hit_x": np.repeat(np.arange(n, dtype=np.float64), counts)}},
+    )
+
+
+@pytest.mark.parametrize(
+    ("compression", "fast"),
+    [
+        (uproot.ZLIB(1), True),
+        (uproot.ZSTD(1), True),
+        (uproot.LZMA(1), True),
+        (uproot.LZ4(1), False),
+    ],
+)
+def test_fast_reader_decompresses_zlib_zstd_lzma_and_declines_the_rest(
+    tmp_path, compression: uproot.compression.Compression, fast: bool
+) -> None:
+    path = tmp_path / "compressed.root"
+    written = _compressible_columns()
+    with uproot.recreate(path, compression=compression) as out:
+        written.write(out, "hits")
+    with uproot.open(path) as handle:  # the baskets really are compressed
+        branch = handle["hits"]["hit_x"]
+        assert branch.compressed_bytes < branch.uncompressed_bytes
+    schema = Schema({"eventNumber": np.dtype(np.int64)}, {"nhit": {"hit_x": np.dtype(np.float64)}})
+    read = read_single_basket_tree(path.read_bytes(), "hits", schema, str(path))
+    if not fast:
+        assert read is None
+    else:
+        assert read is not None
+        assert np.array_equal(read.flat["eventNumber"], written.flat["eventNumber"])
+        assert np.array_equal(read.counts["nhit"], written.counts["nhit"])
+        assert read.content["nhit"]["hit_x"].tobytes() == written.content["nhit"]["hit_x"].tobytes()
+    merged = merge_outputs([str(path)], str(tmp_path / "m.root"))
+    assert numbers(merged.path) == list(range(2000))
+
+
+def test_outputs_are_written_with_zstd(outputs: dict[int, str]) -> None:
+    with uproot.open(outputs[0]) as out:
+        assert isinstance(out.file.compression, uproot.ZSTD)
+
+
 def test_fast_reader_declines_several_baskets(tmp_path) -> None:
     path = tmp_path / "two.root"
     with uproot.recreate(path) as out:

@@ -20,6 +20,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import cramjam
 import numpy as np
 
 from eventservice.payload.columns import Columns, Schema
@@ -97,6 +98,9 @@ def _payload(data: Any, key: _Key, pos: int) -> bytes:
         block = raw[at + 9 : at + 9 + csize]
         if header[:2] == b"ZL":
             out.append(zlib.decompress(block))
+        elif header[:2] == b"ZS":
+            usize = header[6] | header[7] << 8 | header[8] << 16
+            out.append(bytes(cramjam.zstd.decompress(bytes(block), output_len=usize)))
         elif header[:2] == b"XZ":
             out.append(lzma.decompress(block))
         else:
