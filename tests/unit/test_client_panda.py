@@ -188,10 +188,10 @@ def test_retrying_stops_when_told_to_give_up():
 def test_plain_http_client_loads_no_certificate_store():
     import ssl
 
-    from eventservice.client.panda import _tls_context
+    from eventservice.tls import tls_context
 
-    context = _tls_context("http://127.0.0.1:8080")
+    context = tls_context("http://127.0.0.1:8080")
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.cert_store_stats()["x509_ca"] == 0
-    assert _tls_context("https://dispatcher.example.org") is True
+    assert tls_context("https://dispatcher.example.org") is True

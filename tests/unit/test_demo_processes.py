@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,3 +106,39 @@ def test_tree_cpu_counts_a_child_still_running() -> None:
     finally:
         burner.kill()
         burner.wait()
+
+
+# Runs as a subreaper in a process of its own (the prctl lasts for the process): one
+# child it tracks, which burns 0.2 s and exits 3, and one grandchild left behind by a
+# child that exits at once, which burns 0.3 s and is adopted.
+REAPER = """
+import json, subprocess, sys, time
+from eventservice.demo import processes
+BURN = (
+    "import sys, time\\nend = time.process_time() + {}\\n"
+    "while time.process_time() < end: pass\\nsys.exit({})"
+)
+assert processes.become_subreaper()
+reaper = processes.OrphanReaper()
+own = processes.Child("own", subprocess.Popen([sys.executable, "-c", BURN.format(0.2, 3)]))
+reaper.track(own)
+orphan = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', sys.argv[1]])"
+subprocess.run([sys.executable, "-c", orphan, BURN.format(0.3, 0)], check=True)
+deadline = time.monotonic() + 30
+while own.alive or reaper.cpu_seconds == 0:
+    assert time.monotonic() < deadline, "nothing was reaped"
+    reaper.reap()
+    time.sleep(0.05)
+print(json.dumps([own.exit_status, own.cpu_seconds, reaper.cpu_seconds]))
+"""
+
+
+def test_reaper_leaves_tracked_children_to_their_child_and_counts_orphans() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", REAPER], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    status, own_cpu, orphan_cpu = json.loads(run.stdout)
+    assert status == 3
+    assert own_cpu >= 0.2
+    assert orphan_cpu >= 0.3

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from eventservice.errors import (
     MissingKey,
     NotFound,
 )
+from eventservice.tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +124,6 @@ def _raise_for_status_code(method: str, answer: Mapping[str, Any]) -> None:
     raise EventServiceError(message)
 
 
-def _tls_context(base_url: str) -> ssl.SSLContext | bool:
-    """The TLS trust for ``base_url``: the default store, or none for plain HTTP.
-
-    Loading the certificate store costs 35-80 ms of CPU, paid by every pilot at start. A
-    client of an ``http://`` dispatcher never makes a TLS connection; its context trusts
-    no one, so one made by mistake fails rather than goes unverified.
-    """
-    if base_url.startswith("http://"):
-        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    return True
-
-
 class PandaClient:
     """Talks to one dispatcher over the PanDA paths; thread-safe (one shared httpx pool)."""
 
@@ -158,7 +146,7 @@ class PandaClient:
             timeout=timeout,
             transport=transport,
             headers={"Accept": "application/json"},
-            verify=_tls_context(self.base_url),
+            verify=tls_context(self.base_url),
         )
 
     def close(self) -> None:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from eventservice.proc import descendants, process_table
+from eventservice.proc import descendants
+from eventservice.tls import tls_context
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -126,37 +127,60 @@ def start(
 
 @dataclass
 class OrphanReaper:
-    """Reaps adopted orphans (not our direct children) and sums their CPU time."""
+    """Reaps every child that has exited and sums the CPU time of the adopted orphans.
 
-    known: set[int] = field(default_factory=set)
+    Our own :class:`Child` processes, once :meth:`track`-ed, keep their exit status and
+    CPU in their ``Child``; any other child (an orphan re-parented to this subreaper) is
+    reaped here and its CPU added to :attr:`cpu_seconds`. Exited children are found
+    with ``waitid(WNOWAIT)``, so nothing scans ``/proc`` twice a second.
+    """
+
+    known: dict[int, Child] = field(default_factory=dict)
     cpu_seconds: float = 0.0
 
+    def track(self, child: Child) -> None:
+        """Leave ``child``'s exit status and CPU to ``child`` itself."""
+        self.known[child.process.pid] = child
+
     def reap(self) -> None:
-        me = os.getpid()
-        for pid, state, parent in process_table():
-            if parent != me or state != "Z" or pid in self.known:
+        """Reap every child that has exited by now."""
+        seen: set[int] = set()
+        while (pid := _exited_child()) is not None and pid not in seen:
+            seen.add(pid)  # a child that cannot be reaped is not asked about forever
+            if pid in self.known:
+                self.known[pid].poll()
                 continue
             try:
                 reaped, _status, usage = os.wait4(pid, os.WNOHANG)
             except ChildProcessError:
-                continue
+                continue  # reaped meanwhile by whoever started it
             if reaped:
                 self.cpu_seconds += cpu_of(usage)
+
+
+def _exited_child() -> int | None:
+    """The PID of a child of ours that has exited and not been reaped, if any."""
+    try:
+        info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # no children at all
+        return None
+    return info.si_pid if info is not None and info.si_pid else None
 
 
 def wait_for_dispatcher(url: str, child: Child, timeout: float = 60.0) -> None:
     """Poll getStatus until the dispatcher answers; raise if it died or never came up."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not child.poll():
-            raise RuntimeError(f"the dispatcher exited with status {child.exit_status}")
-        try:
-            answer = httpx.post(
-                f"{url}/server/panda/getStatus", headers={"Accept": "application/json"}, timeout=2
-            )
-            if answer.status_code == 200 and answer.json().get("StatusCode") == 0:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    with httpx.Client(verify=tls_context(url), timeout=2) as http:
+        while time.monotonic() < deadline:
+            if not child.poll():
+                raise RuntimeError(f"the dispatcher exited with status {child.exit_status}")
+            try:
+                answer = http.post(
+                    f"{url}/server/panda/getStatus", headers={"Accept": "application/json"}
+                )
+                if answer.status_code == 200 and answer.json().get("StatusCode") == 0:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
     raise RuntimeError(f"the dispatcher did not answer within {timeout:.0f} s")

@@ -18,6 +18,7 @@ import httpx
 from eventservice.demo import processes
 from eventservice.demo.chaos import PilotDeaths, StorageOutage
 from eventservice.demo.progress import Progress, events_with_output
+from eventservice.tls import tls_context
 
 FINAL_TASK_STATES = ("done", "finished", "failed")
 QUEUE = "DEMO"
@@ -98,7 +99,9 @@ class Demo:
         self.workdir = workdir
         self.port = processes.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.http = httpx.Client(base_url=self.url + "/api/v1", timeout=30)
+        self.http = httpx.Client(
+            base_url=self.url + "/api/v1", timeout=30, verify=tls_context(self.url)
+        )
         self.pilots: list[processes.Child] = []
         self.unreplaced_kills = 0
         self.dispatcher: processes.Child | None = None
@@ -141,7 +144,7 @@ class Demo:
             self.workdir / "dispatcher.log",
             self.workdir,
         )
-        self.orphans.known.add(self.dispatcher.process.pid)
+        self.orphans.track(self.dispatcher)
         processes.wait_for_dispatcher(self.url, self.dispatcher)
 
     def define_queue_and_task(self, inputs: list[Path]) -> int:
@@ -220,7 +223,7 @@ class Demo:
             workdir.with_suffix(".log"),
             workdir,
         )
-        self.orphans.known.add(child.process.pid)
+        self.orphans.track(child)
         self.pilots.append(child)
         self.deaths.born(child.name, now)
 
