@@ -94,6 +94,11 @@ def main() -> None:
         help="comma-separated seeds of the pilot deaths: each row with kills runs once per "
         "seed over the same inputs, and the summary gives mean and range",
     )
+    parser.add_argument(
+        "--modes",
+        default="es,file",
+        help="comma-separated modes to run: es (event service), file (file-level jobs)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--quick", action="store_true", help="a small run to check it works")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -111,10 +116,13 @@ def main() -> None:
         f"cores {ideal:.1f} s"
     )
     chaos_seeds = [int(x) for x in args.chaos_seeds.split(",")]
+    modes = args.modes.split(",")
+    if not modes or set(modes) - {"es", "file"}:
+        parser.error(f"--modes takes es and/or file, not {args.modes!r}")
     rows = []
     for lifetime_text in args.lifetimes.split(","):
         lifetime = None if lifetime_text == "none" else float(lifetime_text)
-        for mode in ("es", "file"):
+        for mode in modes:
             # Without kills the deaths' seed changes nothing: one run is enough.
             for chaos_seed in chaos_seeds if lifetime is not None else chaos_seeds[:1]:
                 config = DemoConfig(
