@@ -136,8 +136,11 @@ def test_read_flat_keeps_the_clusters_of_the_last_range(clustered: str, monkeypa
         for first in range(0, 10, 2):
             source.read_flat(first, first + 1)
         source.read_flat(8, 11)  # crosses into the second cluster: both are decoded
-        source.read_flat(12, 13)
+        numbers, counts, flat = source.read_flat(12, 13)
         assert reads == [(0, 9), (0, 19)]
+        with pytest.raises(ValueError, match="read-only"):
+            flat["px"][0] = 0.0  # would change what the next range reads
+        assert not numbers.flags.writeable and not counts.flags.writeable
 
 
 def test_read_flat_reads_a_range_alone_in_clusters_too_large_to_keep(

@@ -158,6 +158,8 @@ class _Decoded:
     ) -> _Decoded:
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
+        for array in (numbers, counts, *flat.values()):
+            array.flags.writeable = False  # ranges get views: none may change the next's
         return cls(start, start + len(numbers), numbers, counts, offsets, flat)
 
     def covers(self, first: int, last: int) -> bool:
@@ -221,7 +223,7 @@ class InputFile:
         The same data as :meth:`read_range` without building awkward records, which
         costs more than the read itself for a range of a few events. The clusters the
         range falls in are decoded whole and kept, so the next range in them costs no
-        decompression.
+        decompression; the arrays returned are read-only views of them.
         """
         self._check(first, last)
         if self._decoded is None or not self._decoded.covers(first, last):
