@@ -160,10 +160,10 @@ def _jagged_records(group: dict[str, np.ndarray], counts: np.ndarray) -> ak.Arra
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record))
 
 
-#: How outputs, merged files and sequential runs are compressed: ZSTD at level 1
+#: Outputs, merged files and sequential runs are compressed with ZSTD at this level
 #: (uproot's default is ZLIB level 1). Per-range outputs are written once and read once,
 #: by the merge; ZSTD writes and reads them several times faster, into files no larger.
-COMPRESSION_ALGORITHM, COMPRESSION_LEVEL = "ZSTD", 1
+ZSTD_LEVEL = 1
 
 
 def write_tree_file(
@@ -181,8 +181,7 @@ def write_tree_file(
     path = os.path.abspath(os.fspath(path))
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        compression = getattr(uproot, COMPRESSION_ALGORITHM)(COMPRESSION_LEVEL)
-        with uproot.recreate(tmp, compression=compression) as out:
+        with uproot.recreate(tmp, compression=uproot.ZSTD(ZSTD_LEVEL)) as out:
             whole = columns if isinstance(columns, Columns) else Columns.concatenate(list(columns))
             whole.write(out, tree)
             for key, value in (strings or {}).items():

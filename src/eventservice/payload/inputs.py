@@ -146,7 +146,6 @@ class _Decoded:
     returns, for a whole span of clusters."""
 
     start: int
-    stop: int
     numbers: np.ndarray
     counts: np.ndarray
     offsets: np.ndarray  # where each entry's particles begin in ``flat``; one more at the end
@@ -160,7 +159,11 @@ class _Decoded:
         np.cumsum(counts, out=offsets[1:])
         for array in (numbers, counts, *flat.values()):
             array.flags.writeable = False  # ranges get views: none may change the next's
-        return cls(start, start + len(numbers), numbers, counts, offsets, flat)
+        return cls(start, numbers, counts, offsets, flat)
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.numbers)
 
     def covers(self, first: int, last: int) -> bool:
         return self.start <= first and last < self.stop
