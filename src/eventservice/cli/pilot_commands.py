@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from eventservice.pilot.executors.base import PilotOptions
+    from eventservice.pilot.forkserver import PayloadStarter
 
 
 def register(app: typer.Typer) -> None:
@@ -72,10 +77,10 @@ def pilot(
     from eventservice.client.panda import PandaClient, RetryPolicy
     from eventservice.errors import EventServiceError
     from eventservice.pilot.executors.base import PilotOptions
+    from eventservice.pilot.forkserver import PayloadStarter
     from eventservice.pilot.logs import setup_logging
     from eventservice.pilot.main import Pilot, default_workdir
 
-    setup_logging(verbose)
     options = PilotOptions(
         cores=cores,
         grace=grace,
@@ -86,12 +91,18 @@ def pilot(
         fork_payloads=fork_payloads,
     )
     workdir = workdir or default_workdir()
-    if job_file is not None:
-        if server or queue:
-            raise typer.BadParameter("--job-file runs offline: leave out --server and --queue")
-        raise typer.Exit(_offline(job_file, ranges_file, workdir, options))
-    if not server or not queue:
+    if job_file is not None and (server or queue):
+        raise typer.BadParameter("--job-file runs offline: leave out --server and --queue")
+    if job_file is None and (not server or not queue):
         raise typer.BadParameter("give --server and --queue (or --job-file for offline mode)")
+    # Before anything else starts: the standby fork server shares the imports so far,
+    # and nothing the pilot opens or starts from here on.
+    starter = PayloadStarter(fork_payloads)
+    starter.fork_standby()
+    setup_logging(verbose)
+    if job_file is not None:
+        raise typer.Exit(_offline(job_file, ranges_file, workdir, options, starter))
+    assert server is not None and queue is not None
     try:
         with PandaClient(server, retry=RetryPolicy(retry_for=retry_for)) as client:
             summary = Pilot(
@@ -102,6 +113,7 @@ def pilot(
                 max_jobs=jobs,
                 lifetime=lifetime,
                 wait_for_jobs=wait_for_jobs,
+                starter=starter,
             ).run()
     except EventServiceError as exc:
         typer.echo(f"pilot: {exc}", err=True)
@@ -116,14 +128,28 @@ def pilot(
         raise typer.Exit(1)
 
 
-def _offline(job_file: Path, ranges_file: Path | None, workdir: Path, options: object) -> int:
+def _offline(
+    job_file: Path,
+    ranges_file: Path | None,
+    workdir: Path,
+    options: PilotOptions,
+    starter: PayloadStarter,
+) -> int:
     from eventservice.errors import EventServiceError
     from eventservice.pilot.main import Pilot
     from eventservice.pilot.offline import OFFLINE_QUEUE, REPORT_FILE, OfflineClient
 
     try:
         client = OfflineClient.from_files(job_file, ranges_file, workdir)
-        Pilot(client, OFFLINE_QUEUE, workdir, options=options, max_jobs=1).run()  # type: ignore[arg-type]
+        pilot = Pilot(
+            client,
+            OFFLINE_QUEUE,
+            workdir,
+            options=options,
+            max_jobs=1,
+            starter=starter,
+        )
+        pilot.run()
     except EventServiceError as exc:
         typer.echo(f"pilot: {exc}", err=True)
         return 2

@@ -10,9 +10,15 @@ environment that differs in what is read at start-up), starts as a plain subproc
 
 The server is a child of the pilot, in a session of its own (signals to the pilot's
 process group are the pilot's to handle); it ends when its stdin closes, that is when the
-pilot ends or dies. It reads one JSON request per line
-on stdin and answers one JSON object per line on stdout:
+pilot ends or dies. The pilot forks it from itself as it starts, before any thread runs,
+so the server shares the interpreter and the pilot's own imports (about 0.35 s of CPU
+a fresh ``python -c`` would spend again); it waits there, importing nothing more, until
+the first payload it can serve. Where the pilot cannot do that (another thread already
+runs, a second core count), the server starts afresh as ``python -c``. It reads one JSON
+request per line on stdin and answers one JSON object per line on stdout:
 
+- a standby server first gets ``{"environment": {...}}``: it takes that environment (the
+  thread-pool sizes of its payloads) and imports the payload's modules; no answer;
 - ``{"argv": [...], "cwd": ..., "env": {...}, "stdout": path, "stderr": path}`` →
   ``{"started": pid}`` or ``{"error": reason}``;
 - when a forked payload exits: ``{"exited": pid, "code": n, "cpu": seconds}`` (CPU of the
@@ -38,6 +44,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, NoReturn
@@ -52,12 +59,21 @@ from eventservice.proc import is_running
 log = logging.getLogger(__name__)
 
 #: Modules the server imports before it forks: what the payload and merge commands load.
+#: Named too: what the CLI imports as it registers its commands, uproot (the payload
+#: modules import it only where they read or write a file) and the parts of numpy it
+#: loads on first use.
 PRELOAD = (
     "eventservice.cli.main",
+    "eventservice.cli.demo_commands",
+    "eventservice.cli.dispatcher_commands",
     "eventservice.cli.payload_commands",
+    "eventservice.cli.pilot_commands",
     "eventservice.payload.simulate",
     "eventservice.payload.merge",
     "eventservice.payload.verify",
+    "uproot",
+    "numpy.ma",
+    "numpy.random",
 )
 #: What a forked payload runs: ``module:function``, called with ``sys.argv`` set.
 ENTRY = "eventservice.cli.main:main"
@@ -102,17 +118,36 @@ class ForkServerError(RuntimeError):
 
 
 class ForkServer:
-    """One server process and the payloads forked from it (pilot side)."""
+    """One server process and the payloads forked from it (pilot side).
+
+    Made by :meth:`spawn` (a fresh interpreter) or :meth:`standby` (forked from this one).
+    """
 
     def __init__(
-        self, env: dict[str, str], preload: tuple[str, ...] = PRELOAD, entry: str = ENTRY
+        self, process: subprocess.Popen[bytes] | _ForkedProcess, env: dict[str, str] | None
     ) -> None:
+        self.process = process
+        #: The environment the server's interpreter runs with; ``None`` until a standby
+        #: server is given one by :meth:`prepare`.
         self.env = env
+        self._lock = threading.Lock()
+        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._exits: dict[int, tuple[int, float]] = {}
+        self._exited = threading.Condition()
+        self.alive = True
+        self._reader = threading.Thread(target=self._read, name="forkserver", daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def spawn(
+        cls, env: dict[str, str], preload: tuple[str, ...] = PRELOAD, entry: str = ENTRY
+    ) -> ForkServer:
+        """A server in a fresh interpreter started with ``env``, importing ``preload`` at once."""
         code = (
             f"from eventservice.pilot.forkserver import serve; serve({list(preload)!r}, {entry!r})"
         )
         # `-c`, not `-m`: a payload spawning workers must not re-import the server's module.
-        self.process = subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-c", code],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -121,13 +156,35 @@ class ForkServer:
             # still start payloads. The server ends when its stdin closes, as the pilot ends.
             start_new_session=True,
         )
-        self._lock = threading.Lock()
-        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._exits: dict[int, tuple[int, float]] = {}
-        self._exited = threading.Condition()
-        self.alive = True
-        self._reader = threading.Thread(target=self._read, name="forkserver", daemon=True)
-        self._reader.start()
+        return cls(process, env)
+
+    @classmethod
+    def standby(cls, preload: tuple[str, ...] = PRELOAD, entry: str = ENTRY) -> ForkServer:
+        """A server forked from this process, idle until :meth:`prepare`.
+
+        Call it only while this process runs no other thread: a thread holding a lock at
+        the fork would leave that lock held for ever in the server.
+        """
+        return cls(_fork_standby(preload, entry), None)
+
+    def prepare(self, env: dict[str, str]) -> None:
+        """Give a standby server the environment of its payloads; it imports ``preload`` then.
+
+        ``env`` must read at start-up what this interpreter read (``PYTHON*`` variables):
+        the server is this interpreter.
+        """
+        with self._lock:
+            self._write({"environment": env})
+        self.env = env
+
+    def _write(self, message: dict[str, Any]) -> None:
+        if not self.alive or self.process.stdin is None:
+            raise ForkServerError("the fork server has ended")
+        try:
+            self.process.stdin.write(json.dumps(message).encode() + b"\n")
+            self.process.stdin.flush()
+        except OSError as exc:
+            raise ForkServerError(f"the fork server did not answer: {exc!r}") from exc
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -160,13 +217,10 @@ class ForkServer:
             "stderr": str(stderr),
         }
         with self._lock:
-            if not self.alive or self.process.stdin is None:
-                raise ForkServerError("the fork server has ended")
+            self._write(request)
             try:
-                self.process.stdin.write(json.dumps(request).encode() + b"\n")
-                self.process.stdin.flush()
                 answer = self._answers.get(timeout=ANSWER_TIMEOUT)
-            except (OSError, queue.Empty) as exc:
+            except queue.Empty as exc:
                 raise ForkServerError(f"the fork server did not answer: {exc!r}") from exc
         if "started" not in answer:
             raise ForkServerError(str(answer.get("error", answer)))
@@ -238,14 +292,29 @@ class PayloadStarter:
     """Starts a pilot's payload processes: forked from a fork server wherever it can.
 
     One server per core count (thread pools are sized when numpy is imported), started
-    with the first payload that can use it. Disabled, every payload is a subprocess.
+    with the first payload that can use it: the standby server if :meth:`fork_standby`
+    made one, else a fresh one. Disabled, every payload is a subprocess.
     """
 
     def __init__(self, enabled: bool = True, preload: tuple[str, ...] = PRELOAD) -> None:
         self.enabled = enabled
         self.preload = preload
         self._servers: dict[int, ForkServer] = {}
+        self._standby: ForkServer | None = None
         self._broken = False
+
+    def fork_standby(self) -> None:
+        """Fork the first server from this process now, if it runs no other thread yet.
+
+        Call it before the pilot starts anything (threads, logging, connections): the
+        server shares what the pilot imported so far, and holds nothing else of it.
+        """
+        if not self.enabled or self._standby is not None or threading.active_count() > 1:
+            return
+        try:
+            self._standby = ForkServer.standby(self.preload)
+        except OSError as exc:
+            log.warning("cannot fork a standby fork server (%s); will start one afresh", exc)
 
     def start(
         self, command: str, cwd: Path, env: dict[str, str] | None = None, cores: int = 1
@@ -256,7 +325,7 @@ class PayloadStarter:
             argv = cli_arguments(command, full_env)
             try:
                 server = self._server(cores) if argv is not None else None
-                if server is not None and _compatible(full_env, server.env):
+                if server is not None and _compatible(full_env, server.env or {}):
                     return ForkedPayload(server, command, argv or [], cwd, full_env)
             except (ForkServerError, OSError) as exc:
                 log.warning("fork server unusable (%s); starting payloads afresh", exc)
@@ -268,13 +337,26 @@ class PayloadStarter:
         if server is None or not server.alive:
             if server is not None:
                 server.close()
-            server = ForkServer(payload_environment(None, cores), self.preload)
+            env = payload_environment(None, cores)
+            server = self._take_standby(env) or ForkServer.spawn(env, self.preload)
             self._servers[cores] = server
         return server
+
+    def _take_standby(self, env: dict[str, str]) -> ForkServer | None:
+        standby, self._standby = self._standby, None
+        if standby is not None and standby.alive:
+            standby.prepare(env)
+            return standby
+        if standby is not None:
+            standby.close()
+        return None
 
     def close(self) -> None:
         """End the fork servers (the pilot ends)."""
         servers, self._servers = list(self._servers.values()), {}
+        if self._standby is not None:
+            servers.append(self._standby)
+            self._standby = None
         for server in servers:
             server.close()
 
@@ -291,13 +373,14 @@ SUBPROCESSES = PayloadStarter(enabled=False)
 # --- the server process ----------------------------------------------------------------
 
 
-def serve(preload: list[str], entry: str) -> None:
-    """Run as the fork server: import ``preload``, then fork payloads on request."""
-    for name in preload:
-        importlib.import_module(name)
-    # Objects made so far stay out of the collector: forked payloads share their pages
-    # instead of copying them when a collection touches every object.
-    gc.freeze()
+def serve(preload: list[str], entry: str, standby: bool = False) -> None:
+    """Run as the fork server: import ``preload``, then fork payloads on request.
+
+    A ``standby`` server imports ``preload`` only once its first request gave it an
+    environment.
+    """
+    if not standby:
+        _preload(preload)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
@@ -317,7 +400,98 @@ def serve(preload: list[str], entry: str) -> None:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                _answer(json.loads(line), entry, (wake_read, wake_write))
+                request = json.loads(line)
+                if "environment" in request:
+                    os.environ.clear()
+                    os.environ.update(request["environment"])
+                    _preload(preload)
+                else:
+                    _answer(request, entry, (wake_read, wake_write))
+
+
+def _preload(names: list[str]) -> None:
+    # Collections while importing would only look at objects that freeze() keeps for good.
+    gc.disable()
+    try:
+        for name in names:
+            importlib.import_module(name)
+    finally:
+        gc.enable()
+    # Objects made so far stay out of the collector: forked payloads share their pages
+    # instead of copying them when a collection touches every object.
+    gc.freeze()
+
+
+def _fork_standby(preload: tuple[str, ...], entry: str) -> _ForkedProcess:
+    """Fork this process into a standby server; its pid and the pipes to it."""
+    requests_read, requests_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or the server would write what is buffered a second time
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (requests_read, requests_write, answers_read, answers_write):
+            os.close(fd)
+        raise
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()
+            os.dup2(requests_read, 0)
+            os.dup2(answers_write, 1)
+            for fd in (requests_read, requests_write, answers_read, answers_write):
+                os.close(fd)
+            # Payloads write to fds 1 and 2 through sys.stdout and sys.stderr, as in a
+            # fresh interpreter; the forking process may have replaced them (a test runner).
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's own
+            sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
+            serve(list(preload), entry, standby=True)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)  # never back into the caller's code, its exit handlers included
+    os.close(requests_read)
+    os.close(answers_write)
+    return _ForkedProcess(pid, os.fdopen(requests_write, "wb"), os.fdopen(answers_read, "rb"))
+
+
+class _ForkedProcess:
+    """What a :class:`ForkServer` uses of :class:`subprocess.Popen`, for a forked server."""
+
+    def __init__(self, pid: int, stdin: Any, stdout: Any) -> None:
+        self.pid = pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once the server has ended, else ``None``."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: its code is lost
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the server to end; :class:`subprocess.TimeoutExpired` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"fork server {self.pid}", timeout or 0.0)
+            time.sleep(0.01)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the server, unless it has ended."""
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
 
 def _send(message: dict[str, Any]) -> None:

@@ -74,6 +74,7 @@ class Pilot:
         wait_for_jobs: float = 0.0,
         control: PilotControl | None = None,
         router: Any | None = None,
+        starter: PayloadStarter | None = None,
     ) -> None:
         self.client = client
         self.queue_name = queue_name
@@ -94,7 +95,7 @@ class Pilot:
                 control.killed or (control.draining and control.grace_expired())
             )
         self._router = router
-        self.starter = PayloadStarter(self.options.fork_payloads)
+        self.starter = starter or PayloadStarter(self.options.fork_payloads)
         self.payloads = PayloadKeeper(
             self.workdir / "payloads", self.options.keep_payload, self.starter
         )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -21,9 +23,15 @@ from eventservice.proc import is_running
 ENTRY_MODULE = """
 import atexit, os, sys, threading, time
 
+# What the server's environment said while it imported us (as numpy reads its thread
+# pool sizes when imported).
+AT_IMPORT = os.environ.get("FORK_TEST_AT_IMPORT")
+
 def main():
     action, *rest = sys.argv[1:]
-    if action == "echo":
+    if action == "at-import":
+        print("at import", AT_IMPORT)
+    elif action == "echo":
         print("cwd", os.getcwd())
         print("var", os.environ.get("FORK_TEST_VAR"))
         print("argv", sys.argv)
@@ -47,13 +55,21 @@ def main():
 """
 
 
-@pytest.fixture
-def server(tmp_path: Path):
+@pytest.fixture(params=["spawned", "standby"])
+def server(request, tmp_path: Path, monkeypatch):
+    """A server started afresh, or forked from this process and then prepared."""
     helpers = tmp_path / "helpers"
     helpers.mkdir()
     (helpers / "fork_entry.py").write_text(textwrap.dedent(ENTRY_MODULE))
-    env = {**payload_environment(None, 1), "PYTHONPATH": str(helpers)}
-    server = ForkServer(env, preload=("fork_entry",), entry="fork_entry:main")
+    env = {**payload_environment(None, 1), "FORK_TEST_AT_IMPORT": "the server's"}
+    if request.param == "spawned":
+        env["PYTHONPATH"] = str(helpers)
+        server = ForkServer.spawn(env, preload=("fork_entry",), entry="fork_entry:main")
+    else:
+        # A forked server is this interpreter: the helpers go on its path, not PYTHONPATH.
+        monkeypatch.syspath_prepend(str(helpers))
+        server = ForkServer.standby(preload=("fork_entry",), entry="fork_entry:main")
+        server.prepare(env)
     yield server
     server.close()
 
@@ -73,6 +89,13 @@ def test_runs_in_its_directory_with_its_environment_and_logs(server, tmp_path):
     assert "argv ['eventservice', 'echo', 'a b']" in out
     assert (job / PAYLOAD_STDERR).read_text() == "to stderr\n"
     assert payload.cpu_seconds is not None
+
+
+def test_the_server_imports_with_its_environment(server, tmp_path):
+    """Thread pools are sized at import: the server imports under the payloads' variables."""
+    job = tmp_path / "job"
+    assert fork(server, job, "at-import", FORK_TEST_AT_IMPORT="the payload's").wait(30) == 0
+    assert "at import the server's" in (job / PAYLOAD_STDOUT).read_text()
 
 
 @pytest.mark.parametrize(
@@ -113,15 +136,16 @@ def test_server_is_out_of_reach_of_the_pilots_drain_signals(server):
     assert os.getpgid(server.process.pid) != os.getpgrp()
 
 
-def test_server_ends_when_the_pilot_dies(tmp_path):
+@pytest.mark.parametrize(
+    "make", ["ForkServer.spawn(dict(os.environ), preload=())", "ForkServer.standby(preload=())"]
+)
+def test_server_ends_when_the_pilot_dies(tmp_path, make):
     """Its stdin closes with the pilot: nothing is left behind."""
     script = (
         "import sys, os; from eventservice.pilot.forkserver import ForkServer; "
-        "s = ForkServer(dict(os.environ), preload=()); print(s.process.pid, flush=True); "
+        f"s = {make}; print(s.process.pid, flush=True); "
         "os._exit(0)"
     )
-    import subprocess
-
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     server_pid = int(out.stdout)
     deadline = time.monotonic() + 10
@@ -229,8 +253,119 @@ def test_starter_falls_back_when_the_server_process_cannot_be_started(tmp_path, 
     def refuse(*args, **kwargs):
         raise OSError(12, "Cannot allocate memory")
 
-    monkeypatch.setattr("eventservice.pilot.forkserver.ForkServer.__init__", refuse)
+    monkeypatch.setattr("eventservice.pilot.forkserver.ForkServer.spawn", refuse)
     starter = PayloadStarter()
     payload = starter.start(OWN_CLI, tmp_path)
     assert type(payload) is PayloadProcess
     assert payload.wait(60) == 0
+
+
+# --- the standby server: forked from the pilot as it starts -----------------------------
+
+STANDBY_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from eventservice.pilot.forkserver import ForkedPayload, PayloadStarter
+from eventservice.proc import descendants
+
+starter = PayloadStarter()
+starter.fork_standby()
+standby = starter._standby
+payload = starter.start(sys.argv[1], Path.cwd(), cores=2)
+code = payload.wait(60)
+other = starter.start(sys.argv[1], Path.cwd(), cores=3)
+other.wait(60)
+print(json.dumps({
+    "forked": isinstance(payload, ForkedPayload),
+    "from_standby": payload.server is standby,
+    "server_is_child": standby.process.pid in descendants(os.getpid()),
+    # Forked, not started afresh: the server runs this very command line.
+    "same_command": open(f"/proc/{standby.process.pid}/cmdline").read()
+    == open("/proc/self/cmdline").read(),
+    "threads": standby.env["OMP_NUM_THREADS"],
+    "code": code,
+    "cpu": payload.cpu_seconds,
+    "other_fresh": isinstance(other, ForkedPayload) and other.server is not standby,
+}))
+starter.close()
+print(json.dumps({"standby_code": standby.process.returncode}))
+"""
+
+
+def test_the_first_server_is_forked_from_the_pilot_and_serves_its_first_core_count(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", STANDBY_SCRIPT, OWN_CLI],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    first, last = (json.loads(line) for line in out.stdout.splitlines())
+    assert first["forked"] and first["from_standby"]
+    assert first["server_is_child"] and first["same_command"]
+    assert first["threads"] == "2"  # the first payload's cores, set before the imports
+    assert first["code"] == 0
+    assert first["cpu"] < 0.5  # the imports were done in the server
+    assert "merge" in (tmp_path / PAYLOAD_STDOUT).read_text()
+    assert first["other_fresh"]  # another core count gets a server of its own
+    assert last["standby_code"] == 0
+
+
+def test_no_standby_is_forked_while_another_thread_runs():
+    import threading
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        starter = PayloadStarter()
+        starter.fork_standby()
+        assert starter._standby is None
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_a_disabled_starter_forks_no_standby():
+    starter = PayloadStarter(enabled=False)
+    starter.fork_standby()
+    assert starter._standby is None
+
+
+PRELOAD_SCRIPT = """
+import importlib, subprocess, sys
+subprocess.run([sys.executable, "-c", "from eventservice.payload.inputs import make_input; "
+                "make_input('in.root', 40, seed=3)"], check=True)
+from eventservice.pilot.forkserver import PRELOAD
+for name in PRELOAD:
+    importlib.import_module(name)
+before = set(sys.modules)
+from eventservice.cli.main import main
+for argv in (
+    ["payload", "simulate", "--sequential", "--input", "in.root", "--out", "a.root",
+     "--first-event", "0", "--last-event", "19", "--cpu-per-event", "0"],
+    ["payload", "simulate", "--sequential", "--input", "in.root", "--out", "b.root",
+     "--first-event", "20", "--last-event", "39", "--cpu-per-event", "0"],
+    ["payload", "merge", "--out", "m.root", "a.root", "b.root"],
+):
+    sys.argv = ["eventservice", *argv]
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code, (argv, exc.code)
+print("imported later:", *sorted({m.split(".")[0] for m in set(sys.modules) - before}))
+"""
+
+
+def test_the_preload_is_what_the_payload_and_the_merge_import(tmp_path):
+    """Nothing heavy is left for each forked payload to import again."""
+    out = subprocess.run(
+        [sys.executable, "-c", PRELOAD_SCRIPT], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.splitlines()[-1]
+    assert last.startswith("imported later:")
+    imported_later = set(last.split()[2:])
+    heavy = {"numpy", "awkward", "uproot", "cramjam", "fsspec", "eventservice"}
+    assert not imported_later & heavy
