@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from eventservice.pilot.forkserver import _compatible, _exit_code, cli_arguments
+from eventservice.pilot.forkserver import _compatible, cli_arguments
+from eventservice.pilot.forkserver_process import exit_code
 from eventservice.proc import is_running
 
 HERE = Path(sys.executable).absolute()
@@ -77,7 +78,7 @@ def test_startup_variables_must_match_the_servers():
 
 @pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (3, 3), (256, 0), ("bad", 1)])
 def test_exit_codes_follow_the_interpreter(code, status, capsys):
-    assert _exit_code(SystemExit(code)) == status
+    assert exit_code(SystemExit(code)) == status
 
 
 def test_is_running_tells_a_zombie_from_a_living_process():
