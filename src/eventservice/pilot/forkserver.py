@@ -9,13 +9,14 @@ server cannot run exactly as the shell would (shell syntax, another interpreter,
 environment that differs in what is read at start-up), starts as a plain subprocess.
 
 The server is a child of the pilot, in a session of its own (signals to the pilot's
-process group are the pilot's to handle); it ends when its stdin closes, that is when the
-pilot ends or dies. The pilot forks it from itself as it starts, before any thread runs,
-so the server shares the interpreter and the pilot's own imports (about 0.35 s of CPU
-a fresh ``python -c`` would spend again); it waits there, importing nothing more, until
-the first payload it can serve. Where the pilot cannot do that (another thread already
-runs, a second core count), the server starts afresh as ``python -c``. It reads one JSON
-request per line on stdin and answers one JSON object per line on stdout:
+process group are the pilot's to handle); it ends when its stdin closes, that is when
+the pilot ends or dies. The pilot forks it from itself as it starts, before any thread
+runs, so the server shares the interpreter and the pilot's own imports (about 0.2 s of
+CPU a fresh ``python -c`` would spend again, ``benchmarks/forkserver_start.py``); it
+waits there, importing nothing more, until the first payload it can serve. Where the
+pilot cannot do that (another thread already runs, a second core count), the server
+starts afresh as ``python -c``. It reads one JSON request per line on stdin and answers
+one JSON object per line on stdout:
 
 - a standby server first gets ``{"environment": {...}}``: it takes that environment (the
   thread-pool sizes of its payloads) and imports the payload's modules; no answer;
