@@ -33,6 +33,7 @@ from eventservice.store.schema import history as history_table
 _params_cache: WeakKeyDictionary[Engine, dict[int, TaskParams]] = WeakKeyDictionary()
 _HELD = [s.value for s in HELD_RANGE_STATES]
 _LIVE_JOB_STATES = [s.value for s in ACTIVE_JOB_STATES | QUEUED_JOB_STATES]
+_QUEUED_JOB_STATES = [s.value for s in QUEUED_JOB_STATES]
 
 
 def task_params(conn: Connection, task_id: int) -> TaskParams:
@@ -261,6 +262,45 @@ def refresh_jobset(conn: Connection, jobset_id: int, now: float, *, wait: bool =
         finish_processing(conn, jobset, now)
 
 
+def conclude_jobset(conn: Connection, jobset_id: int, now: float) -> None:
+    """Refresh a jobset that may have run out of ranges, if it really has.
+
+    Called after a report that ended ranges of a jobset with none ready from this
+    process's floor on, in a transaction of its own, once the report's has committed.
+
+    While other ranges are still held, the jobset needs nothing but its queued consumers
+    closed; waiting for the jobset's lock each time made the last reports of a large
+    jobset queue behind each other. Whoever ends the last held range sees every earlier
+    report committed, since its check starts after its own commit, and refreshes under
+    the lock, which decides once. A dispatcher that dies between a report's commit and
+    this check leaves the refresh to the consumers' end (updateJob) or to the reaper.
+    """
+    floors.forget(conn.engine, jobset_id)
+    if has_ready_ranges(Driver(conn), jobset_id):
+        # Below the floor: came back from a failure or a lease, whose path refreshed.
+        return
+    if not has_ranges(conn, jobset_id, _HELD):
+        refresh_jobset(conn, jobset_id, now)
+    elif _has_queued_consumers(conn, jobset_id):
+        # Under the lock, or not at all: a refresh that holds it decides for both.
+        refresh_jobset(conn, jobset_id, now, wait=False)
+
+
+def _has_queued_consumers(conn: Connection, jobset_id: int) -> bool:
+    return (
+        conn.execute(
+            select(jobs.c.panda_id)
+            .where(
+                jobs.c.jobset_id == jobset_id,
+                jobs.c.kind == int(JobKind.EVENT_SERVICE),
+                jobs.c.state.in_(_QUEUED_JOB_STATES),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
 def close_queued_consumers(conn: Connection, jobset_id: int, now: float) -> None:
     """Close consumers not yet picked up: there is nothing left for them."""
     closed = (
@@ -269,7 +309,7 @@ def close_queued_consumers(conn: Connection, jobset_id: int, now: float) -> None
             .where(
                 jobs.c.jobset_id == jobset_id,
                 jobs.c.kind == int(JobKind.EVENT_SERVICE),
-                jobs.c.state.in_([s.value for s in QUEUED_JOB_STATES]),
+                jobs.c.state.in_(_QUEUED_JOB_STATES),
             )
             .values(state=JobState.CLOSED.value, ended_at=now)
             .returning(jobs.c.panda_id)

@@ -1,18 +1,22 @@
-"""The dispatcher's operations, each one transaction: the API the HTTP layer calls."""
+"""The dispatcher's operations, each one transaction (a report batch: one, then one per
+jobset it may have drained): the API the HTTP layer calls."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from eventservice.dispatcher import jobs, ranges, reaper, tasks, updates, views
+from eventservice.dispatcher import jobs, lifecycle, ranges, reaper, tasks, updates, views
 from eventservice.dispatcher.settings import DispatcherSettings
 from eventservice.domain.params import QueueParams
 from eventservice.domain.states import Command
 from eventservice.domain.task_spec import TaskSpec
-from eventservice.errors import InvalidInput
+from eventservice.errors import InvalidInput, StoreError
 from eventservice.store.database import Database
+
+log = logging.getLogger(__name__)
 
 #: Ranges one task may have; all are created in one transaction at submission.
 MAX_RANGES_PER_TASK = 2_000_000
@@ -91,13 +95,26 @@ class Dispatcher:
             )
 
     def update_event_ranges(self, entries: Any, version: int) -> dict[str, Any]:
-        """Apply a batch; refusals come back per range, malformed batches change nothing."""
+        """Apply a batch; refusals come back per range, malformed batches change nothing.
+
+        A jobset whose last ready ranges may be gone is checked once the batch has
+        committed (:func:`lifecycle.conclude_jobset`).
+        """
         if version not in (0, 1):
             raise InvalidInput(f"version must be 0 or 1, got {version}")
         reports = ranges.parse_batch(entries, version, self.settings.max_batch)
+        now = self.clock()
         with self.database.transaction() as conn:
-            applied, errors, commands = updates.apply_reports(conn, reports, self.clock())
-        return {"Returns": applied, "Errors": errors, "Command": commands}
+            outcome = updates.apply_reports(conn, reports, now)
+        for jobset_id in outcome.drained:
+            try:
+                with self.database.transaction() as conn:
+                    lifecycle.conclude_jobset(conn, jobset_id, now)
+            except StoreError as error:
+                # The reports are committed and answered as such; the consumers' end
+                # (updateJob) or the reaper refreshes the jobset again.
+                log.warning("jobset %d not concluded after a report: %s", jobset_id, error)
+        return {"Returns": outcome.applied, "Errors": outcome.errors, "Command": outcome.commands}
 
     def events_available(self, panda_id: int, jobset_id: int | None, task_id: int | None) -> int:
         with self.database.transaction() as conn:

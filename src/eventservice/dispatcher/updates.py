@@ -37,13 +37,26 @@ _HISTORY_COLUMNS = ", ".join(history.COLUMNS)
 Change = history.Change
 
 
-def apply_reports(
-    conn: Connection, reports: list[RangeReport], now: float
-) -> tuple[list[bool], list[str | None], dict[str, str | None]]:
+class Outcome(NamedTuple):
+    """What :func:`apply_reports` did."""
+
+    #: per report: whether it applied (or repeated what already holds)
+    applied: list[bool]
+    #: per report: why it was refused, or ``None``
+    errors: list[str | None]
+    #: per consumer named in the batch: its pending command, or ``None``
+    commands: dict[str, str | None]
+    #: jobsets whose ranges ended with none of theirs ready from the floor on: once the
+    #: transaction has committed, :func:`lifecycle.conclude_jobset` checks each
+    drained: list[int]
+
+
+def apply_reports(conn: Connection, reports: list[RangeReport], now: float) -> Outcome:
     """Apply each report that the range's state, attempt and holder allow.
 
-    Returns per-report ``applied`` flags and refusal reasons, and the command for
-    each consumer named in the batch.
+    Jobsets that got ranges back are refreshed in the same transaction; jobsets that may
+    have run out of ranges are named in :attr:`Outcome.drained`, for a check after the
+    commit (see :func:`lifecycle.conclude_jobset`).
     """
     db = Driver(conn)
     # Lock order everywhere: jobs, then ranges, then jobsets (the reaper does the same),
@@ -107,10 +120,9 @@ def apply_reports(
             returned.add(row.jobset_id)
     # Consumers and merge only change when ranges came back or none are left ready.
     with_ready = _write(conn, db, pending, changes, now, sorted(touched - returned))
-    for jobset_id in sorted(touched):
-        if jobset_id in returned or jobset_id not in with_ready:
-            lifecycle.refresh_jobset(conn, jobset_id, now)
-    return applied, errors, commands
+    for jobset_id in sorted(returned):
+        lifecycle.refresh_jobset(conn, jobset_id, now)
+    return Outcome(applied, errors, commands, sorted(touched - returned - with_ready))
 
 
 def _pg_array(numbers: list[int]) -> str:
