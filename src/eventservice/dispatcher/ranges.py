@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import func, select
@@ -76,7 +76,9 @@ _ES = int(JobKind.EVENT_SERVICE)
 #: Heartbeat a consumer that may take ranges; no row for any other job.
 _SQLITE_HEARTBEAT = (
     "UPDATE jobs SET heartbeat_at = ? WHERE panda_id = ? AND kind = ? AND command = ?"
-    f" AND state IN ({', '.join('?' for _ in _ACTIVE)}) RETURNING task_id, jobset_id"
+    f" AND state IN ({', '.join('?' for _ in _ACTIVE)})"
+    " AND (? IS NULL OR jobset_id = ?) AND (? IS NULL OR task_id = ?)"
+    " RETURNING task_id, jobset_id"
 )
 #: SQLite has one writer at a time, so the LIMIT subquery cannot race. Order as on
 #: PostgreSQL (below).
@@ -118,6 +120,8 @@ _PG_CLAIM = (
 WITH job AS (
     UPDATE jobs SET heartbeat_at = %(now)s
     WHERE panda_id = %(pid)s AND kind = {kind} AND command = '{none}' AND state IN ({active})
+        AND (%(jobset)s::bigint IS NULL OR jobset_id = %(jobset)s::bigint)
+        AND (%(task)s::bigint IS NULL OR task_id = %(task)s::bigint)
     RETURNING task_id, jobset_id
 ),""".format(kind=_ES, none=Command.NONE.value, active=", ".join(f"'{s}'" for s in _ACTIVE))
     + _PG_SEND.format(jobset="(SELECT jobset_id FROM job)")
@@ -141,29 +145,55 @@ def _position(row: Any) -> tuple[int, int]:
     return row[1], row[2]  # (file_id, start_event): the order ranges are answered in
 
 
-def _claim(
-    db: Driver, panda_id: int, n_ranges: int, now: float, floor: int = 0
-) -> tuple[int, int, list[Any]] | None:
-    """Heartbeat a consumer and lease it up to ``n_ranges`` ready ranges (with history),
-    on PostgreSQL from ``start_event`` ``floor`` on (see :mod:`floors`).
+class Claim(NamedTuple):
+    """What one claim leased a consumer: its task and jobset, and the ranges as
+    ``(range_id, file_id, start, last, attempt)`` in answer order."""
 
-    ``(taskID, jobsetID, [(range_id, file_id, start, last, attempt), ...])``, or ``None``
-    (nothing changed) when the job is unknown or may not take ranges now.
+    task_id: int
+    jobset_id: int
+    rows: list[Any]
+    #: the ``start_event`` the claim scanned from (see :mod:`floors`)
+    floor: int
+
+
+def first_claim(
+    conn: Connection,
+    panda_id: int,
+    jobset_id: int | None,
+    task_id: int | None,
+    n_ranges: int,
+    now: float,
+) -> Claim | None:
+    """Heartbeat a consumer and lease it up to ``n_ranges`` ready ranges (with history),
+    on PostgreSQL from its jobset's floor on, in one statement.
+
+    ``None``, with nothing changed, when the job is unknown, belongs to another jobset or
+    task than the ones given, or may not take ranges now.
     """
+    db = Driver(conn)
     if db.is_postgresql:
-        found = db.rows(
-            _PG_CLAIM,
-            {"now": now, "pid": panda_id, "n": n_ranges, "floor": floor},
-        )
+        floor = floors.floor(conn.engine, jobset_id)
+        params = {
+            "now": now,
+            "pid": panda_id,
+            "n": n_ranges,
+            "floor": floor,
+            "jobset": jobset_id,
+            "task": task_id,
+        }
+        found = db.rows(_PG_CLAIM, params)
         if not found:
             return None
         rows = sorted((row[2:] for row in found if row[2] is not None), key=_position)
-        return found[0][0], found[0][1], rows
-    job = db.rows(_SQLITE_HEARTBEAT, (now, panda_id, _ES, Command.NONE.value, *_ACTIVE))
+        return Claim(found[0][0], found[0][1], rows, floor)
+    job = db.rows(
+        _SQLITE_HEARTBEAT,
+        (now, panda_id, _ES, Command.NONE.value, *_ACTIVE, jobset_id, jobset_id, task_id, task_id),
+    )
     if not job:
         return None
-    task_id, jobset_id = job[0]
-    return task_id, jobset_id, _claim_more(db, panda_id, jobset_id, n_ranges, now)
+    task, jobset = job[0]
+    return Claim(task, jobset, _claim_more(db, panda_id, jobset, n_ranges, now), 0)
 
 
 def _claim_more(db: Driver, panda_id: int, jobset_id: int, n_ranges: int, now: float) -> list[Any]:
@@ -183,51 +213,58 @@ def get_event_ranges(
     task_id: int | None,
     n_ranges: int,
     now: float,
+    first: Claim | None = None,
+    tried: bool = False,
 ) -> list[dict[str, Any]]:
-    """Lease up to ``n_ranges`` ready ranges of the consumer's jobset."""
+    """Lease up to ``n_ranges`` ready ranges of the consumer's jobset.
+
+    ``tried``: :func:`first_claim` already ran, committed on its own, and leased
+    ``first`` (``None``: nothing); this transaction completes a short answer.
+    """
     db = Driver(conn)
-    floor = floors.floor(conn.engine, jobset_id) if db.is_postgresql else 0
-    claimed = _claim(db, panda_id, n_ranges, now, floor)
-    if claimed is None:
+    claim = first if tried else first_claim(conn, panda_id, jobset_id, task_id, n_ranges, now)
+    if claim is None:
         # Unknown (NotFound), another jobset or task (InvalidInput), or a job that may not
         # take ranges now: answered as before, with nothing changed.
         job = _consumer(conn, panda_id, jobset_id, task_id)
         if not _may_consume(job):
             return []
-        claimed = _claim(db, panda_id, n_ranges, now)  # it became a consumer meanwhile
-        if claimed is None:
+        # It became a consumer meanwhile.
+        claim = first_claim(conn, panda_id, jobset_id, task_id, n_ranges, now)
+        if claim is None:
             return []
-    job_task, job_jobset, rows = claimed
-    # Checked after the claim: raising rolls the whole transaction back.
-    if jobset_id is not None and job_jobset != jobset_id:
-        raise InvalidInput(f"PandaID {panda_id} belongs to jobset {job_jobset}, not {jobset_id}")
-    if task_id is not None and job_task != task_id:
-        raise InvalidInput(f"PandaID {panda_id} belongs to task {job_task}, not {task_id}")
+    rows, jobset, floor = claim.rows, claim.jobset_id, claim.floor
     if floor and len(rows) < n_ranges:
         # The floor is a hint: look below it before answering with fewer ranges.
-        rows = sorted(
-            rows + _claim_more(db, panda_id, job_jobset, n_ranges - len(rows), now), key=_position
-        )
-        floor = 0
+        more = _claim_more(db, panda_id, jobset, n_ranges - len(rows), now)
+        rows, floor = sorted(rows + more, key=_position), 0
     for _ in range(LOCKED_RETRIES):
         # SKIP LOCKED also skips ready ranges that other transactions hold right now; an
         # empty answer ends this consumer, so look again once those commit. (Waiting on
         # the row locks instead can deadlock with the reaper and report batches.)
-        if rows or not lifecycle.has_ready_ranges(db, job_jobset):
+        if rows or not lifecycle.has_ready_ranges(db, jobset):
             break
         time.sleep(LOCKED_RETRY_DELAY)
-        rows = _claim_more(db, panda_id, job_jobset, n_ranges, now)
-    if db.is_postgresql and rows:
-        floors.remember(conn.engine, job_jobset, rows[0][2], floor)
+        rows = _claim_more(db, panda_id, jobset, n_ranges, now)
     if len(rows) < n_ranges:
-        lifecycle.refresh_jobset(conn, job_jobset, now, wait=False)  # drops the floor too
-    answer = []
+        lifecycle.refresh_jobset(conn, jobset, now, wait=False)  # drops the floor too
+    return answer(conn, panda_id, Claim(claim.task_id, jobset, rows, floor), n_ranges)
+
+
+def answer(conn: Connection, panda_id: int, claim: Claim, n_ranges: int) -> list[dict[str, Any]]:
+    """The getEventRanges answer for what a consumer leased. On PostgreSQL a whole
+    answer's lowest range becomes the jobset's floor; a short one leaves the jobset with
+    none (its refresh dropped it)."""
+    rows = claim.rows
+    if len(rows) == n_ranges and conn.dialect.name == "postgresql":
+        floors.remember(conn.engine, claim.jobset_id, rows[0][2], claim.floor)
+    result = []
     for _range_id, file_id, start_event, last_event, attempt_nr in rows:
         infile = _input_file(conn, file_id)
-        answer.append(
+        result.append(
             {
                 "eventRangeID": str(
-                    EventRangeID(job_task, panda_id, file_id, start_event, attempt_nr)
+                    EventRangeID(claim.task_id, panda_id, file_id, start_event, attempt_nr)
                 ),
                 "startEvent": start_event,
                 "lastEvent": last_event,
@@ -236,7 +273,7 @@ def get_event_ranges(
                 "scope": infile.scope,
             }
         )
-    return answer
+    return result
 
 
 def count_available(

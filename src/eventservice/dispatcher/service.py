@@ -89,9 +89,18 @@ class Dispatcher:
         limit = self.settings.max_ranges_per_call
         if not 1 <= n_ranges <= limit:
             raise InvalidInput(f"nRanges must be between 1 and {limit}, got {n_ranges}")
+        now = self.clock()
+        if self.database.is_sqlite:
+            with self.database.transaction() as conn:
+                return ranges.get_event_ranges(conn, panda_id, jobset_id, task_id, n_ranges, now)
+        # Most answers are whole: one statement, committed on its own, makes them.
+        with self.database.statements() as conn:
+            first = ranges.first_claim(conn, panda_id, jobset_id, task_id, n_ranges, now)
+            if first is not None and len(first.rows) == n_ranges:
+                return ranges.answer(conn, panda_id, first, n_ranges)
         with self.database.transaction() as conn:
             return ranges.get_event_ranges(
-                conn, panda_id, jobset_id, task_id, n_ranges, self.clock()
+                conn, panda_id, jobset_id, task_id, n_ranges, now, first, tried=True
             )
 
     def update_event_ranges(self, entries: Any, version: int) -> dict[str, Any]:

@@ -33,6 +33,25 @@ def normalise_url(url: str) -> str:
     return url
 
 
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Database failures as :class:`StoreError`, values that do not fit as
+    :class:`InvalidInput` (the request's fault: a 4xx / StatusCode 50 rather than 503)."""
+    try:
+        yield
+    except DataError as exc:
+        # A value the column cannot hold (too long, out of range, NUL byte), rolled back.
+        raise InvalidInput(f"a value does not fit the database: {exc.orig}") from exc
+    except OverflowError as exc:  # SQLite: integer beyond 64 bits, raised unwrapped
+        raise InvalidInput(f"a number is out of range: {exc}") from exc
+    except OperationalError as exc:
+        raise StoreError(f"database unavailable: {exc.orig}") from exc
+    except SQLAlchemyError as exc:
+        if isinstance(exc.__cause__, StoreError):
+            raise
+        raise StoreError(f"database error: {exc}") from exc
+
+
 class Database:
     """A database the dispatcher keeps its bookkeeping in."""
 
@@ -95,23 +114,27 @@ class Database:
         if lock is not None:
             lock.acquire()
         try:
-            with self.engine.begin() as connection:
+            with _mapped_errors(), self.engine.begin() as connection:
                 yield connection
-        except DataError as exc:
-            # A value the column cannot hold (too long, out of range, NUL byte): the
-            # request's fault, rolled back, so a 4xx / StatusCode 50 rather than 503.
-            raise InvalidInput(f"a value does not fit the database: {exc.orig}") from exc
-        except OverflowError as exc:  # SQLite: integer beyond 64 bits, raised unwrapped
-            raise InvalidInput(f"a number is out of range: {exc}") from exc
-        except OperationalError as exc:
-            raise StoreError(f"database unavailable: {exc.orig}") from exc
-        except SQLAlchemyError as exc:
-            if isinstance(exc.__cause__, StoreError):
-                raise
-            raise StoreError(f"database error: {exc}") from exc
         finally:
             if lock is not None:
                 lock.release()
+
+    @contextmanager
+    def statements(self) -> Iterator[Connection]:
+        """A connection on which each statement commits on its own (PostgreSQL's
+        autocommit), for work whose every statement is a whole unit: no round trips for
+        BEGIN and COMMIT. On SQLite the same as :meth:`transaction`."""
+        if self.is_sqlite:
+            with self.transaction() as connection:
+                yield connection
+            return
+        with _mapped_errors(), self.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
+
+            # A value the column cannot hold (too long, out of range, NUL byte): the
+            # request's fault, rolled back, so a 4xx / StatusCode 50 rather than 503.
 
     @contextmanager
     def reaper_lock(self, connection: Connection) -> Iterator[bool]:
