@@ -31,7 +31,7 @@ from eventservice.store.schema import history as history_table
 #: Task parameters never change after submission; cached per engine (so a new
 #: Database, e.g. on a recreated database, starts with an empty cache).
 _params_cache: WeakKeyDictionary[Engine, dict[int, TaskParams]] = WeakKeyDictionary()
-_HELD = [s.value for s in HELD_RANGE_STATES]
+_HELD = sorted(s.value for s in HELD_RANGE_STATES)
 _LIVE_JOB_STATES = [s.value for s in ACTIVE_JOB_STATES | QUEUED_JOB_STATES]
 _QUEUED_JOB_STATES = [s.value for s in QUEUED_JOB_STATES]
 
@@ -199,6 +199,21 @@ def has_ready_ranges(db: Driver, jobset_id: int) -> bool:
     return bool(db.rows(sql, (jobset_id,)))
 
 
+#: Newest first: ranges are handed out in start_event order, so at a jobset's end the
+#: ranges still held are mostly its last ones, and the scan meets one of them before the
+#: index entries that earlier claims and reports left behind (see floors).
+_HAS_HELD = (
+    "SELECT 1 FROM event_ranges WHERE jobset_id = {p} AND state = {p}"
+    " ORDER BY start_event DESC LIMIT 1"
+)
+
+
+def has_held_ranges(db: Driver, jobset_id: int) -> bool:
+    """Whether any range of the jobset is sent or running (a consumer holds it)."""
+    sql = _HAS_HELD.format(p="%s" if db.is_postgresql else "?")
+    return any(db.rows(sql, (jobset_id, state)) for state in _HELD)
+
+
 def refresh_jobset(conn: Connection, jobset_id: int, now: float, *, wait: bool = True) -> None:
     """Bring an ES jobset's consumers and merge in line with its ranges.
 
@@ -258,7 +273,7 @@ def refresh_jobset(conn: Connection, jobset_id: int, now: float, *, wait: bool =
             refresh_jobset(conn, jobset_id, now)
         return
     close_queued_consumers(conn, jobset_id, now)
-    if not has_ranges(conn, jobset_id, _HELD):
+    if not has_held_ranges(Driver(conn), jobset_id):
         finish_processing(conn, jobset, now)
 
 
@@ -276,11 +291,8 @@ def conclude_jobset(conn: Connection, jobset_id: int, now: float) -> None:
     this check leaves the refresh to the consumers' end (updateJob) or to the reaper.
     """
     floors.forget(conn.engine, jobset_id)
-    if has_ready_ranges(Driver(conn), jobset_id):
-        # Below the floor: came back from a failure or a lease, whose path refreshed.
-        return
-    if not has_ranges(conn, jobset_id, _HELD):
-        refresh_jobset(conn, jobset_id, now)
+    if not has_held_ranges(Driver(conn), jobset_id):
+        refresh_jobset(conn, jobset_id, now)  # which looks for ready ranges itself
     elif _has_queued_consumers(conn, jobset_id):
         # Under the lock, or not at all: a refresh that holds it decides for both.
         refresh_jobset(conn, jobset_id, now, wait=False)
