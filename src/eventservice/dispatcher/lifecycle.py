@@ -11,6 +11,7 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import BigInteger, Float, and_, func, insert, literal, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from eventservice.dispatcher import floors, history
 from eventservice.dispatcher.tasks import new_job_row
@@ -298,19 +299,18 @@ def conclude_jobset(conn: Connection, jobset_id: int, now: float) -> None:
         refresh_jobset(conn, jobset_id, now, wait=False)
 
 
-def _has_queued_consumers(conn: Connection, jobset_id: int) -> bool:
+def _queued_consumers(jobset_id: int) -> tuple[ColumnElement[bool], ...]:
+    """The ES jobs of a jobset that no pilot has picked up yet."""
     return (
-        conn.execute(
-            select(jobs.c.panda_id)
-            .where(
-                jobs.c.jobset_id == jobset_id,
-                jobs.c.kind == int(JobKind.EVENT_SERVICE),
-                jobs.c.state.in_(_QUEUED_JOB_STATES),
-            )
-            .limit(1)
-        ).first()
-        is not None
+        jobs.c.jobset_id == jobset_id,
+        jobs.c.kind == int(JobKind.EVENT_SERVICE),
+        jobs.c.state.in_(_QUEUED_JOB_STATES),
     )
+
+
+def _has_queued_consumers(conn: Connection, jobset_id: int) -> bool:
+    found = select(jobs.c.panda_id).where(*_queued_consumers(jobset_id)).limit(1)
+    return conn.execute(found).first() is not None
 
 
 def close_queued_consumers(conn: Connection, jobset_id: int, now: float) -> None:
@@ -318,11 +318,7 @@ def close_queued_consumers(conn: Connection, jobset_id: int, now: float) -> None
     closed = (
         conn.execute(
             update(jobs)
-            .where(
-                jobs.c.jobset_id == jobset_id,
-                jobs.c.kind == int(JobKind.EVENT_SERVICE),
-                jobs.c.state.in_(_QUEUED_JOB_STATES),
-            )
+            .where(*_queued_consumers(jobset_id))
             .values(state=JobState.CLOSED.value, ended_at=now)
             .returning(jobs.c.panda_id)
         )

@@ -40,7 +40,8 @@ def _mapped_errors() -> Iterator[None]:
     try:
         yield
     except DataError as exc:
-        # A value the column cannot hold (too long, out of range, NUL byte), rolled back.
+        # A value the column cannot hold (too long, out of range, NUL byte): its
+        # statement changed nothing.
         raise InvalidInput(f"a value does not fit the database: {exc.orig}") from exc
     except OverflowError as exc:  # SQLite: integer beyond 64 bits, raised unwrapped
         raise InvalidInput(f"a number is out of range: {exc}") from exc
@@ -132,9 +133,6 @@ class Database:
         with _mapped_errors(), self.engine.connect() as connection:
             connection.execution_options(isolation_level="AUTOCOMMIT")
             yield connection
-
-            # A value the column cannot hold (too long, out of range, NUL byte): the
-            # request's fault, rolled back, so a 4xx / StatusCode 50 rather than 503.
 
     @contextmanager
     def reaper_lock(self, connection: Connection) -> Iterator[bool]:
