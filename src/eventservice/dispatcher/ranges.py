@@ -114,7 +114,11 @@ picked AS MATERIALIZED (
 )
 """
 #: Heartbeat first (the job row is locked before any range: the lock order of the reaper
-#: and of updateEventRanges), then the claim, in one round trip.
+#: and of updateEventRanges), then the claim, in one round trip. It commits without
+#: waiting for the WAL to reach disk (``synchronous_commit`` off for this statement
+#: alone): a lease is soft state. A database crash can forget the last claims, which
+#: then end as an expired lease would: the ranges are ready again and the holder's
+#: reports are refused. Every report and every job change still commits durably.
 _PG_CLAIM = (
     """
 WITH job AS (
@@ -125,10 +129,10 @@ WITH job AS (
     RETURNING task_id, jobset_id
 ),""".format(kind=_ES, none=Command.NONE.value, active=", ".join(f"'{s}'" for s in _ACTIVE))
     + _PG_SEND.format(jobset="(SELECT jobset_id FROM job)")
-    + """
+    + """, lease AS (SELECT set_config('synchronous_commit', 'off', true))
 SELECT job.task_id, job.jobset_id,
        sent.range_id, sent.file_id, sent.start_event, sent.last_event, sent.attempt_nr
-FROM job LEFT JOIN sent ON true
+FROM job CROSS JOIN lease LEFT JOIN sent ON true
 """
 )
 #: Looking again, without a second heartbeat: updating the job row twice in one

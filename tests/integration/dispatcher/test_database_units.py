@@ -1,5 +1,5 @@
 """Database.transaction and Database.statements: what commits when, and how failures
-surface (store/database.py)."""
+surface (store/database.py); the commit mode of a whole claim."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
+from eventservice.dispatcher import Dispatcher, ranges
 from eventservice.errors import InvalidInput
 from eventservice.store import Database
+
+from .conftest import T0, start_consumer, submit
 
 
 @pytest.fixture
@@ -69,3 +72,27 @@ def test_a_failing_transaction_keeps_nothing(database: Database) -> None:
         _add(conn, "A")
         _add_misfit(conn)
     assert _queues(database) == []
+
+
+def _synchronous_commit(conn) -> str:  # type: ignore[no-untyped-def]
+    return str(conn.execute(text("SHOW synchronous_commit")).scalar())
+
+
+def test_a_claim_alone_commits_without_waiting_for_the_wal(dispatcher: Dispatcher) -> None:
+    """A whole claim turns ``synchronous_commit`` off for its own transaction only: the
+    statements after it on the same pooled connection (reports, job changes) commit
+    durably."""
+    if dispatcher.database.is_sqlite:
+        pytest.skip("PostgreSQL's commit mode; SQLite claims in a transaction as before")
+    submit(dispatcher, 4)
+    job = start_consumer(dispatcher)
+    ids = (job["PandaID"], job["jobsetID"], job["taskID"])
+    with dispatcher.database.transaction() as conn:
+        assert _synchronous_commit(conn) == "on"
+        claim = ranges.first_claim(conn, *ids, n_ranges=2, now=T0)
+        assert claim is not None and len(claim.rows) == 2
+        assert _synchronous_commit(conn) == "off"  # what this transaction commits with
+    with dispatcher.database.statements() as conn:
+        claim = ranges.first_claim(conn, *ids, n_ranges=2, now=T0)
+        assert claim is not None and len(claim.rows) == 2
+        assert _synchronous_commit(conn) == "on"  # the next statement: durable again
