@@ -42,6 +42,10 @@ def test_demo_merged_output_equals_sequential_run(tmp_path: Path) -> None:
     result = run_demo(tmp_path, "--events", "300", "--pilots", "2", "--cores", "2")
     assert_verified(result, 300)
     assert "events 300" in result.stdout
+    # The verification's sequential run is the yardstick the summary gives for CPU spent.
+    assert re.search(
+        r"a plain sequential run of the same events .* took [0-9.]+ CPU s", result.stdout
+    )
     assert (tmp_path / "demo" / "merged.000.root").stat().st_size > 0
     # The pilots fork the reference payload and the merge from a pre-imported interpreter.
     logs = "".join(p.read_text() for p in (tmp_path / "demo" / "pilots").glob("*.log"))

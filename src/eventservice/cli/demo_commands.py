@@ -106,6 +106,11 @@ def demo(
         console().print(f"[dim]{note}[/dim]")
     if result.verify_summary:
         console().print(f"[bold]verification[/bold]: {result.verify_summary}")
+    if result.sequential_cpu:
+        console().print(
+            f"[bold]a plain sequential run[/bold] of the same events (the verification's) "
+            f"took {result.sequential_cpu:.1f} CPU s"
+        )
     if result.workdir is not None:
         console().print(f"work directory kept: {result.workdir}")
     if result.error:

@@ -72,6 +72,9 @@ class DemoResult:
     pilot_lifetimes: list[float] = field(default_factory=list)
     dispatcher_restarts: int = 0
     cpu_spent: float = 0.0
+    #: CPU seconds the verification's plain sequential run of the same events took, on
+    #: this machine right after the run: the reference an ideal run is measured against.
+    sequential_cpu: float = 0.0
     wall_seconds: float = 0.0
     samples: list[tuple[float, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -318,6 +321,7 @@ class Demo:
             StorageRouter({}).download(
                 output["path"], merged, size=output.get("fsize"), adler32=output.get("adler32")
             )
+            cpu_before = time.process_time()
             run_sequential(
                 str(source),
                 str(reference),
@@ -325,6 +329,7 @@ class Demo:
                 output["lastEvent"],
                 cpu_per_event=self.config.cpu_per_event,
             )
+            self.result.sequential_cpu += time.process_time() - cpu_before
             report = verify_files(str(merged), str(reference))
             identical &= report.identical
             summaries.append(report.summary())
