@@ -192,7 +192,8 @@ def measure(config: DemoConfig, start_reference: float, cores: int, lifetime_tex
     result = run_demo(config)
     reference = result.sequential_cpu if result.verified else start_reference
     ideal = reference / cores
-    makespan = result.samples[-1][0] if result.samples else float("nan")
+    # When the dispatcher recorded the task's end, not when the demo's poll saw it.
+    makespan = result.task_seconds or (result.samples[-1][0] if result.samples else float("nan"))
     useful = result.task.get("cpuSecondsInOutput", 0.0) if result.task else 0.0
     done = result.samples[-1][1] if result.samples else 0
     lost = 0 if result.verified else config.events - min(done, config.events)

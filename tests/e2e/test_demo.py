@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -111,6 +112,32 @@ def test_demo_file_level_mode_verifies(tmp_path: Path) -> None:
     result = run_demo(tmp_path, "--events", "400", "--files", "2", "--mode", "file")
     assert_verified(result, 200)
     assert result.stdout.count("identical") == 2
+
+
+def test_demo_result_times_the_task_and_its_sequential_run(tmp_path: Path) -> None:
+    """What the preemption benchmark reads: the task's end by the dispatcher's record
+    (no later than the poll that saw it) and the verification's sequential CPU."""
+    # In a process of its own: run_demo makes its process the subreaper of orphans.
+    script = (
+        "import json, pathlib, sys\n"
+        "from eventservice.demo import DemoConfig, run_demo\n"
+        "r = run_demo(DemoConfig(events=200, pilots=2, cores=1, live=False,"
+        " keep=pathlib.Path(sys.argv[1])))\n"
+        "print(json.dumps([r.ok, r.error, r.task_seconds, r.samples[-1][0],"
+        " r.sequential_cpu]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    ok, error, task_seconds, last_poll, sequential_cpu = json.loads(done.stdout)
+    assert ok, error
+    assert 0 < task_seconds <= last_poll
+    assert sequential_cpu > 0
 
 
 @pytest.mark.parametrize(
