@@ -78,12 +78,13 @@ def _synchronous_commit(conn) -> str:  # type: ignore[no-untyped-def]
     return str(conn.execute(text("SHOW synchronous_commit")).scalar())
 
 
+@pytest.mark.parametrize(
+    "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 def test_a_claim_alone_commits_without_waiting_for_the_wal(dispatcher: Dispatcher) -> None:
-    """A whole claim turns ``synchronous_commit`` off for its own transaction only: the
-    statements after it on the same pooled connection (reports, job changes) commit
-    durably."""
-    if dispatcher.database.is_sqlite:
-        pytest.skip("PostgreSQL's commit mode; SQLite claims in a transaction as before")
+    """On PostgreSQL a whole claim turns ``synchronous_commit`` off for its own
+    transaction only: the statements after it on the same pooled connection (reports,
+    job changes) commit durably. (SQLite claims in a transaction, as before.)"""
     submit(dispatcher, 4)
     job = start_consumer(dispatcher)
     ids = (job["PandaID"], job["jobsetID"], job["taskID"])
