@@ -185,34 +185,34 @@ def has_ranges(conn: Connection, jobset_id: int, states: list[str]) -> bool:
     )
 
 
-_HAS_READY = (
-    # ORDER BY: without it PostgreSQL expects ready rows everywhere and scans the jobset
-    # from its start, past every range already handed out; with it, the index
-    # (jobset_id, state, start_event) leads straight to the first ready one.
-    "SELECT 1 FROM event_ranges WHERE jobset_id = {p} AND state = 'ready'"
-    " ORDER BY start_event LIMIT 1"
-)
+def _has_range_sql(db: Driver, state: str, newest_first: bool) -> str:
+    """``SELECT 1`` for a jobset's first range in ``state`` (a constant of ours, inlined).
+
+    ORDER BY: without it PostgreSQL expects such rows everywhere and scans the jobset
+    from its start, past the index entries that earlier claims and reports left behind
+    (see floors); with it, the index (jobset_id, state, start_event) leads straight to
+    the first one from the chosen end.
+    """
+    return (
+        "SELECT 1 FROM event_ranges WHERE jobset_id = {p} AND state = '{state}'"
+        " ORDER BY start_event{order} LIMIT 1"
+    ).format(
+        p="%s" if db.is_postgresql else "?", state=state, order=" DESC" if newest_first else ""
+    )
 
 
 def has_ready_ranges(db: Driver, jobset_id: int) -> bool:
     """Whether any range of the jobset is ready (the hot paths' check, in plain SQL)."""
-    sql = _HAS_READY.format(p="%s" if db.is_postgresql else "?")
-    return bool(db.rows(sql, (jobset_id,)))
-
-
-#: Newest first: ranges are handed out in start_event order, so at a jobset's end the
-#: ranges still held are mostly its last ones, and the scan meets one of them before the
-#: index entries that earlier claims and reports left behind (see floors).
-_HAS_HELD = (
-    "SELECT 1 FROM event_ranges WHERE jobset_id = {p} AND state = {p}"
-    " ORDER BY start_event DESC LIMIT 1"
-)
+    return bool(db.rows(_has_range_sql(db, RangeState.READY.value, False), (jobset_id,)))
 
 
 def has_held_ranges(db: Driver, jobset_id: int) -> bool:
-    """Whether any range of the jobset is sent or running (a consumer holds it)."""
-    sql = _HAS_HELD.format(p="%s" if db.is_postgresql else "?")
-    return any(db.rows(sql, (jobset_id, state)) for state in _HELD)
+    """Whether any range of the jobset is sent or running (a consumer holds it).
+
+    Newest first: ranges are handed out in start_event order, so at a jobset's end the
+    ranges still held are mostly its last ones.
+    """
+    return any(db.rows(_has_range_sql(db, state, True), (jobset_id,)) for state in _HELD)
 
 
 def refresh_jobset(conn: Connection, jobset_id: int, now: float, *, wait: bool = True) -> None:
