@@ -367,9 +367,14 @@ SUBPROCESSES = PayloadStarter(enabled=False)
 
 
 def _fork_standby(preload: tuple[str, ...], entry: str) -> _ForkedProcess:
-    """Fork this process into a standby server; its pid and the pipes to it."""
+    """Fork this process into a standby server; its pid and the pipes to it.
+
+    Returns once the server leads a session of its own, out of reach of signals to this
+    process's group (a pilot draining on SIGTERM).
+    """
     requests_read, requests_write = os.pipe()
     answers_read, answers_write = os.pipe()
+    session_read, session_write = os.pipe()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the server would write what is buffered a second time
     try:
@@ -377,13 +382,24 @@ def _fork_standby(preload: tuple[str, ...], entry: str) -> _ForkedProcess:
     except OSError:
         for fd in (requests_read, requests_write, answers_read, answers_write):
             os.close(fd)
+        for fd in (session_read, session_write):
+            os.close(fd)
         raise
     if pid == 0:
+        os.close(session_read)
         serve_standby(
-            (requests_read, answers_write), (requests_write, answers_read), preload, entry
+            (requests_read, answers_write),
+            (requests_write, answers_read),
+            session_write,
+            preload,
+            entry,
         )
-    os.close(requests_read)
-    os.close(answers_write)
+    for fd in (requests_read, answers_write, session_write):
+        os.close(fd)
+    try:
+        os.read(session_read, 1)  # end of file: the server has called setsid(), or died
+    finally:
+        os.close(session_read)
     return _ForkedProcess(pid, os.fdopen(requests_write, "wb"), os.fdopen(answers_read, "rb"))
 
 

@@ -70,16 +70,23 @@ def _preload(names: list[str]) -> None:
 
 
 def serve_standby(
-    ours: tuple[int, int], theirs: tuple[int, int], preload: tuple[str, ...], entry: str
+    ours: tuple[int, int],
+    theirs: tuple[int, int],
+    in_session: int,
+    preload: tuple[str, ...],
+    entry: str,
 ) -> NoReturn:
     """Run as a standby server in a process just forked from the pilot; never returns.
 
     ``ours`` are the pipe ends this process reads requests from and answers on, which
     become its stdin and stdout; ``theirs`` are the pilot's ends, closed here.
+    ``in_session`` is closed once this process leads a session of its own: the pilot
+    waits for that, so that no signal to its process group can reach the server.
     """
     code = 1
     try:
         os.setsid()
+        os.close(in_session)
         os.dup2(ours[0], 0)
         os.dup2(ours[1], 1)
         for fd in (*ours, *theirs):

@@ -136,6 +136,20 @@ def test_server_is_out_of_reach_of_the_pilots_drain_signals(server):
     assert os.getpgid(server.process.pid) != os.getpgrp()
 
 
+def test_a_standby_server_has_left_the_pilots_group_when_standby_returns():
+    """The fork returns before the child's setsid(): standby() waits for it.
+
+    Without that wait about one fork in ten was still in the pilot's group here; the
+    repetitions make a regression show.
+    """
+    for _ in range(30):
+        server = ForkServer.standby(preload=())
+        try:
+            assert os.getpgid(server.process.pid) == server.process.pid
+        finally:
+            server.close()
+
+
 @pytest.mark.parametrize(
     "make", ["ForkServer.spawn(dict(os.environ), preload=())", "ForkServer.standby(preload=())"]
 )
