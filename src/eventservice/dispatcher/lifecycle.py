@@ -215,13 +215,18 @@ def has_held_ranges(db: Driver, jobset_id: int) -> bool:
     return any(db.rows(_has_range_sql(db, state, True), (jobset_id,)) for state in _HELD)
 
 
-def refresh_jobset(conn: Connection, jobset_id: int, now: float, *, wait: bool = True) -> None:
+def refresh_jobset(
+    conn: Connection, jobset_id: int, now: float, *, wait: bool = True, finish: bool = True
+) -> None:
     """Bring an ES jobset's consumers and merge in line with its ranges.
 
-    ``wait=False`` skips the refresh while another transaction holds the jobset: for
+    ``wait=False`` skips the refresh while another transaction holds the jobset, and
+    ``finish=False`` leaves a jobset with no range ready or held as it is: both for
     callers that only took ranges. Every change that returns or ends ranges refreshes
     the jobset itself (updates, job ends, the reaper), so a skipped refresh is only
-    postponed, and getEventRanges never queues behind a large jobset's move to merging.
+    postponed, getEventRanges never queues behind a large jobset's move to merging, and
+    never makes that move itself (it ends no range: the report that ended the last one
+    has the jobset concluded, see :func:`conclude_jobset`).
     """
     # Ranges may have come back to ready below this process's floor, or run out.
     floors.forget(conn.engine, jobset_id)
@@ -274,7 +279,7 @@ def refresh_jobset(conn: Connection, jobset_id: int, now: float, *, wait: bool =
             refresh_jobset(conn, jobset_id, now)
         return
     close_queued_consumers(conn, jobset_id, now)
-    if not has_held_ranges(Driver(conn), jobset_id):
+    if finish and not has_held_ranges(Driver(conn), jobset_id):
         finish_processing(conn, jobset, now)
 
 

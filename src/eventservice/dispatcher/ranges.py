@@ -251,7 +251,7 @@ def get_event_ranges(
         time.sleep(LOCKED_RETRY_DELAY)
         rows = _claim_more(db, panda_id, jobset, n_ranges, now)
     if len(rows) < n_ranges:
-        lifecycle.refresh_jobset(conn, jobset, now, wait=False)  # drops the floor too
+        lifecycle.refresh_jobset(conn, jobset, now, wait=False, finish=False)  # drops the floor
     return answer(conn, panda_id, Claim(claim.task_id, jobset, rows, floor), n_ranges)
 
 

@@ -1,22 +1,20 @@
 """The dispatcher's operations, each one transaction (a report batch: one, then one per
-jobset it may have drained): the API the HTTP layer calls."""
+jobset it may have drained, at once or by a :class:`~.concluder.Concluder`): the API the
+HTTP layer calls."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from eventservice.dispatcher import jobs, lifecycle, ranges, reaper, tasks, updates, views
+from eventservice.dispatcher import concluder, jobs, ranges, reaper, tasks, updates, views
 from eventservice.dispatcher.settings import DispatcherSettings
 from eventservice.domain.params import QueueParams
 from eventservice.domain.states import Command
 from eventservice.domain.task_spec import TaskSpec
-from eventservice.errors import InvalidInput, StoreError
+from eventservice.errors import InvalidInput
 from eventservice.store.database import Database
-
-log = logging.getLogger(__name__)
 
 #: Ranges one task may have; all are created in one transaction at submission.
 MAX_RANGES_PER_TASK = 2_000_000
@@ -34,6 +32,9 @@ class Dispatcher:
         self.database = database
         self.settings = settings or DispatcherSettings()
         self.clock = clock
+        #: Concludes drained jobsets in the background once started; until then each
+        #: report concludes them itself before it is answered.
+        self.concluder: concluder.Concluder | None = None
 
     # --- tasks and queues -------------------------------------------------------------
 
@@ -107,7 +108,8 @@ class Dispatcher:
         """Apply a batch; refusals come back per range, malformed batches change nothing.
 
         A jobset whose last ready ranges may be gone is checked once the batch has
-        committed (:func:`lifecycle.conclude_jobset`).
+        committed (:func:`~.lifecycle.conclude_jobset`): by the :attr:`concluder` if one
+        runs, else here before the answer.
         """
         if version not in (0, 1):
             raise InvalidInput(f"version must be 0 or 1, got {version}")
@@ -115,14 +117,11 @@ class Dispatcher:
         now = self.clock()
         with self.database.transaction() as conn:
             outcome = updates.apply_reports(conn, reports, now)
-        for jobset_id in outcome.drained:
-            try:
-                with self.database.transaction() as conn:
-                    lifecycle.conclude_jobset(conn, jobset_id, now)
-            except StoreError as error:
-                # The reports are committed and answered as such; the consumers' end
-                # (updateJob) or the reaper refreshes the jobset again.
-                log.warning("jobset %d not concluded after a report: %s", jobset_id, error)
+        if self.concluder is not None:
+            self.concluder.submit(outcome.drained)
+        else:
+            for jobset_id in outcome.drained:
+                concluder.conclude(self.database, jobset_id, now)
         return {"Returns": outcome.applied, "Errors": outcome.errors, "Command": outcome.commands}
 
     def events_available(self, panda_id: int, jobset_id: int | None, task_id: int | None) -> int:
@@ -137,6 +136,19 @@ class Dispatcher:
             self.clock(),
             self.settings.merge_max_attempts,
         )
+
+    def start_concluder(self) -> concluder.Concluder:
+        """Conclude drained jobsets in a background thread from now on (see :mod:`.concluder`)."""
+        thread = concluder.Concluder(self.database, self.clock)
+        thread.start()
+        self.concluder = thread
+        return thread
+
+    def stop_concluder(self, timeout: float | None = None) -> None:
+        """Conclude what is pending, then go back to concluding before each answer."""
+        thread, self.concluder = self.concluder, None
+        if thread is not None:
+            thread.stop(timeout)
 
     def start_reaper(self) -> reaper.Reaper:
         thread = reaper.Reaper(

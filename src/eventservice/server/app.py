@@ -1,4 +1,5 @@
-"""The ASGI application: PanDA paths, /api/v1, error mapping and the lease reaper."""
+"""The ASGI application: PanDA paths, /api/v1, error mapping, the lease reaper and the
+jobset concluder."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 #: busy while others wait on the network, few enough that each request is answered
 #: quickly and a request for work does not queue behind many others (see scheduling).
 PANDA_THREADS = 3
+#: Seconds a stopping dispatcher gives its concluder to conclude the jobsets it was
+#: given; past that the consumers' end or the reaper concludes them (see concluder).
+CONCLUDER_STOP_SECONDS = 10.0
 
 
 def create_app(dispatcher: Dispatcher, reaper: bool = True) -> PandaFastPath:
@@ -42,13 +46,18 @@ def create_app(dispatcher: Dispatcher, reaper: bool = True) -> PandaFastPath:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if executor is not None:
-            dispatcher.database.warm_up(PANDA_THREADS + 1)  # and one for the reaper
+            # One connection for each thread: the reaper and the concluder have theirs.
+            dispatcher.database.warm_up(PANDA_THREADS + 2)
         # Everything imported and built so far lives as long as the process: out of the
         # collector's sight, a full collection no longer walks it (tens of ms each, a
         # pause for every request in flight).
         gc.collect()
         gc.freeze()
         thread = dispatcher.start_reaper() if reaper else None
+        # Off the request path where requests run in threads of their own (PostgreSQL);
+        # SQLite runs one transaction at a time, so a report concludes as before.
+        if executor is not None:
+            dispatcher.start_concluder()
         try:
             yield
         finally:
@@ -56,6 +65,7 @@ def create_app(dispatcher: Dispatcher, reaper: bool = True) -> PandaFastPath:
                 thread.stop()
             if executor is not None:
                 executor.shutdown(wait=False)
+                dispatcher.stop_concluder(CONCLUDER_STOP_SECONDS)
 
     app = FastAPI(title="Event Service dispatcher", version=__version__, lifespan=lifespan)
     app.state.dispatcher = dispatcher
