@@ -165,6 +165,10 @@ class RunResult:
     prefill_seconds: float
     #: PostgreSQL sessions opened while the pilots ran (the dispatcher's pool churn)
     db_sessions_opened: int | None
+    #: WAL written while the pilots ran, and full-page images in it (PostgreSQL only;
+    #: the whole cluster's, so a quiet cluster is assumed)
+    wal_bytes_per_range: float = float("nan")
+    wal_fpi_per_range: float = float("nan")
 
 
 # --- backends -------------------------------------------------------------------------
@@ -331,6 +335,10 @@ class Backend:
         """CPU seconds of each database server process serving this database, if any."""
         return None
 
+    def wal(self) -> tuple[int, int] | None:
+        """WAL bytes and full-page images written so far by the whole server, if known."""
+        return None
+
     def server_args(self, workers: int) -> list[str]:
         return ["--db", self.url, "--workers", str(workers)]
 
@@ -492,6 +500,15 @@ class PostgresBackend(Backend):
             except (OSError, ValueError):
                 continue
         return found or None
+
+    def wal(self) -> tuple[int, int] | None:
+        conn = self.connect()
+        try:
+            conn.autocommit = True
+            row = conn.execute("SELECT wal_bytes, wal_fpi FROM pg_stat_wal").fetchone()
+            return (int(row[0]), int(row[1])) if row else None
+        finally:
+            conn.close()
 
     def sessions(self) -> int | None:
         conn = self.connect()
@@ -1132,6 +1149,7 @@ def measure(backend: Backend, prefill: int, args: argparse.Namespace, log_path: 
         )
         sessions_before = backend.sessions()
         db_cpu_before = backend.server_cpu()
+        wal_before = backend.wal()
         cpu_before = server.cpu_seconds()
         consumers, no_job = claim_consumers(server, backend, args.pilots, task_id)
         if no_job:
@@ -1152,6 +1170,7 @@ def measure(backend: Backend, prefill: int, args: argparse.Namespace, log_path: 
         )
         server_cpu = server.cpu_seconds() - cpu_before
         db_cpu_after = backend.server_cpu()
+        wal_after = backend.wal()
         db_cpu = (
             sum(t - (db_cpu_before or {}).get(pid, 0.0) for pid, t in db_cpu_after.items())
             if db_cpu_after is not None
@@ -1224,7 +1243,19 @@ def measure(backend: Backend, prefill: int, args: argparse.Namespace, log_path: 
         task_ranges_ended=ended,
         prefill_seconds=prefill_seconds,
         db_sessions_opened=sessions,
+        **_wal_per_range(wal_before, wal_after, pilots.finished),
     )
+
+
+def _wal_per_range(
+    before: tuple[int, int] | None, after: tuple[int, int] | None, ranges: int
+) -> dict[str, float]:
+    if before is None or after is None or not ranges:
+        return {}
+    return {
+        "wal_bytes_per_range": (after[0] - before[0]) / ranges,
+        "wal_fpi_per_range": (after[1] - before[1]) / ranges,
+    }
 
 
 # --- report ---------------------------------------------------------------------------
@@ -1248,6 +1279,8 @@ COLUMNS = (
     ("srv CPU us/rng", "server_cpu_us_per_range", "{:,.0f}"),
     ("cli CPU us/rng", "client_cpu_us_per_range", "{:,.0f}"),
     ("db CPU us/rng", "db_cpu_us_per_range", "{:,.0f}"),
+    ("WAL B/rng", "wal_bytes_per_range", "{:,.0f}"),
+    ("FPI/rng", "wal_fpi_per_range", "{:.2f}"),
     ("errors", "errors", "{}"),
 )
 
