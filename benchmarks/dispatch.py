@@ -165,10 +165,11 @@ class RunResult:
     prefill_seconds: float
     #: PostgreSQL sessions opened while the pilots ran (the dispatcher's pool churn)
     db_sessions_opened: int | None
-    #: WAL written while the pilots ran, and full-page images in it (PostgreSQL only;
+    #: WAL written while the pilots ran and the jobset was concluded (PostgreSQL only;
     #: the whole cluster's, so a quiet cluster is assumed)
     wal_bytes_per_range: float = float("nan")
-    wal_fpi_per_range: float = float("nan")
+    #: when the jobset had left ``running``, in seconds after the pilots' last answer
+    concluded_after_s: float = float("nan")
 
 
 # --- backends -------------------------------------------------------------------------
@@ -335,8 +336,8 @@ class Backend:
         """CPU seconds of each database server process serving this database, if any."""
         return None
 
-    def wal(self) -> tuple[int, int] | None:
-        """WAL bytes and full-page images written so far by the whole server, if known."""
+    def wal(self) -> int | None:
+        """The server's WAL position in bytes (what it has written so far), if known."""
         return None
 
     def server_args(self, workers: int) -> list[str]:
@@ -501,12 +502,14 @@ class PostgresBackend(Backend):
                 continue
         return found or None
 
-    def wal(self) -> tuple[int, int] | None:
+    def wal(self) -> int | None:
+        # The insert position, not pg_stat_wal: backends report their statistics up to
+        # seconds late.
         conn = self.connect()
         try:
             conn.autocommit = True
-            row = conn.execute("SELECT wal_bytes, wal_fpi FROM pg_stat_wal").fetchone()
-            return (int(row[0]), int(row[1])) if row else None
+            row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()
+            return int(row[0]) if row else None
         finally:
             conn.close()
 
@@ -618,6 +621,18 @@ class Server:
             except ProcessLookupError:
                 pass
         self._log.close()
+
+
+def wait_concluded(
+    server: Server, task_id: int, pilots_end: float, timeout: float = 120.0
+) -> float:
+    """Wait until the task's jobsets have left ``running``; seconds after the pilots' end."""
+    deadline = time.perf_counter() + timeout
+    while server.api("GET", f"/tasks/{task_id}").get("jobsets", {}).get("running"):
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"task {task_id}: a jobset still running {timeout:.0f} s on")
+        time.sleep(0.02)
+    return max(time.perf_counter() - pilots_end, 0.0)
 
 
 def submit_task(server: Server, name: str, n_ranges: int, pilots: int) -> int:
@@ -1168,6 +1183,9 @@ def measure(backend: Backend, prefill: int, args: argparse.Namespace, log_path: 
             args.think_ms / 1000.0,
             args.client,
         )
+        # The CPU and WAL figures include the jobset's end (ranges to done, merge job),
+        # which the dispatcher may finish after the pilots' last answers.
+        concluded_after = wait_concluded(server, task_id, pilots.end)
         server_cpu = server.cpu_seconds() - cpu_before
         db_cpu_after = backend.server_cpu()
         wal_after = backend.wal()
@@ -1243,19 +1261,13 @@ def measure(backend: Backend, prefill: int, args: argparse.Namespace, log_path: 
         task_ranges_ended=ended,
         prefill_seconds=prefill_seconds,
         db_sessions_opened=sessions,
-        **_wal_per_range(wal_before, wal_after, pilots.finished),
+        wal_bytes_per_range=(
+            (wal_after - wal_before) / max(pilots.finished, 1)
+            if wal_before is not None and wal_after is not None
+            else float("nan")
+        ),
+        concluded_after_s=concluded_after,
     )
-
-
-def _wal_per_range(
-    before: tuple[int, int] | None, after: tuple[int, int] | None, ranges: int
-) -> dict[str, float]:
-    if before is None or after is None or not ranges:
-        return {}
-    return {
-        "wal_bytes_per_range": (after[0] - before[0]) / ranges,
-        "wal_fpi_per_range": (after[1] - before[1]) / ranges,
-    }
 
 
 # --- report ---------------------------------------------------------------------------
@@ -1280,7 +1292,6 @@ COLUMNS = (
     ("cli CPU us/rng", "client_cpu_us_per_range", "{:,.0f}"),
     ("db CPU us/rng", "db_cpu_us_per_range", "{:,.0f}"),
     ("WAL B/rng", "wal_bytes_per_range", "{:,.0f}"),
-    ("FPI/rng", "wal_fpi_per_range", "{:.2f}"),
     ("errors", "errors", "{}"),
 )
 
@@ -1335,6 +1346,11 @@ def target_report(results: list[RunResult]) -> list[str]:
                 f" while the pilots ran ({r.db_sessions_opened / max(r.finished, 1) * 16:.2f}"
                 " per getEventRanges+updateEventRanges pair)"
             )
+        lines.append(
+            f"{where}: the jobset was concluded (ranges done, merge job made)"
+            f" {r.concluded_after_s:.2f} s after the pilots' last answer; the CPU and WAL"
+            " figures include that"
+        )
         if r.getjob_no_job or r.oversized_answers or r.early_empty_answers:
             lines.append(
                 f"{where}: PROTOCOL {r.getjob_no_job} getJob 'no jobs' answers with consumers"
