@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from eventservice.dispatcher import Dispatcher
+from eventservice.dispatcher import Dispatcher, floors, lifecycle, ranges
 from eventservice.errors import InvalidInput
 from eventservice.store.schema import event_ranges
 
@@ -379,6 +379,36 @@ def test_a_short_answer_does_not_wait_for_a_locked_jobset(dispatcher: Dispatcher
         threading.Thread(target=ask, daemon=True).start()
         assert done.wait(10), "getEventRanges waited for the jobset lock"
     assert [r["startEvent"] for r in answers[0]] == [0, 1]
+
+
+def test_short_answers_refresh_their_jobset_at_most_once_a_second(
+    dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every consumer of a jobset that runs dry asks again at about the same moment: one
+    refresh per process and second serves them all, and each still drops the floor."""
+    submit(dispatcher, 2, nEsConsumers=2)
+    job = start_consumer(dispatcher)
+    pid, jobset = job["PandaID"], int(job["jobsetID"])
+    refreshed: list[int] = []
+    refresh = lifecycle.refresh_jobset
+
+    def counted(conn: Any, jobset_id: int, now: float, **options: Any) -> None:
+        refreshed.append(jobset_id)
+        refresh(conn, jobset_id, now, **options)
+
+    monkeypatch.setattr(lifecycle, "refresh_jobset", counted)
+    assert len(dispatcher.get_event_ranges(pid, None, None, 2)) == 2  # whole: no refresh
+    assert refreshed == []
+    for _ in range(3):
+        assert dispatcher.get_event_ranges(pid, None, None, 2) == []
+        assert floors.floor(dispatcher.database.engine, jobset) == 0
+    assert refreshed == [jobset]
+    # That one refresh did what a refresh does: the queued second consumer is closed.
+    states = {j["PandaID"]: j["state"] for j in dispatcher.jobs(task_id=job["taskID"])}
+    assert sorted(states.values()) == ["closed", "running"]
+    monkeypatch.setattr(ranges, "SHORT_REFRESH_SECONDS", 0.0)
+    assert dispatcher.get_event_ranges(pid, None, None, 2) == []
+    assert refreshed == [jobset, jobset]
 
 
 def test_task_summary_counts_ranges_events_attempts_and_cpu(dispatcher: Dispatcher) -> None:
