@@ -81,17 +81,18 @@ def server(
     if workers > 1:
         if database.is_sqlite:
             raise fail("--workers > 1 needs PostgreSQL; SQLite has one writer")
-        os.environ["EVENTSERVICE_DB"] = db
-        os.environ["EVENTSERVICE_LEASE_SECONDS"] = str(lease_seconds)
-        uvicorn.run(
-            "eventservice.server.app:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-        )
-        return
+        from eventservice.server.workers import Workers
+
+        env = {
+            **os.environ,
+            "EVENTSERVICE_DB": db,
+            "EVENTSERVICE_LEASE_SECONDS": str(lease_seconds),
+        }
+        try:
+            status = Workers(workers, host, port, log_level, env).run()
+        except EventServiceError as exc:
+            raise fail(str(exc)) from None
+        raise typer.Exit(status)
     dispatcher = Dispatcher(database, DispatcherSettings(lease_seconds=lease_seconds))
     uvicorn.run(create_app(dispatcher), host=host, port=port, log_level=log_level)
 
