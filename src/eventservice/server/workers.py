@@ -123,6 +123,9 @@ class Workers:
 
     def run(self) -> int:
         """Start the processes and keep them running until a signal; the exit status."""
+        if self.port == 0:
+            # Each process would listen on a port of its own choosing.
+            raise WorkersError("several dispatcher processes need a fixed --port, not 0")
         ensure_port_free(self.host, self.port)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
