@@ -380,9 +380,8 @@ def _fork_standby(preload: tuple[str, ...], entry: str) -> _ForkedProcess:
     try:
         pid = os.fork()
     except OSError:
-        for fd in (requests_read, requests_write, answers_read, answers_write):
-            os.close(fd)
-        for fd in (session_read, session_write):
+        ends = (requests_read, requests_write, answers_read, answers_write)
+        for fd in (*ends, session_read, session_write):
             os.close(fd)
         raise
     if pid == 0:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from eventservice.demo.processes import free_port
-from eventservice.proc import is_running
+from eventservice.proc import is_running, process_table
 
 pytestmark = pytest.mark.parametrize(
     "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
@@ -45,16 +45,7 @@ def _wait_up(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return [child for child, _state, parent in process_table() if parent == pid]
 
 
 def _connections_by_process(pids: list[int], port: int) -> dict[int, int]:
