@@ -6,12 +6,14 @@ every index of the table, four of them. A partial index gets an entry only for r
 match its predicate. This compares, in raw SQL on PostgreSQL, the claim + finish cycle
 of the dispatcher with
 
-- ``current``: the indexes of the schema (``(jobset_id, state, start_event)``,
-  ``(panda_id, state)``, the primary key and the unique position);
+- ``current``: the indexes of the schema (``(jobset_id, state, start_event)``, the
+  primary key and the unique position);
+- ``holder-index``: those and ``(panda_id, state)``, which the schema had until
+  migration 0004;
 - ``ready-partial``: ``(jobset_id, start_event) WHERE state = 'ready'`` instead of the
-  first;
-- ``both-partial``: that, and ``(panda_id) WHERE state IN ('sent', 'running')`` instead
-  of the second.
+  first, and ``(panda_id, state)``;
+- ``both-partial``: that, with ``(panda_id) WHERE state IN ('sent', 'running')`` instead
+  of ``(panda_id, state)``.
 
 Each variant gets a fresh table of ``--jobsets`` x ``--per-jobset`` ready ranges; then
 ``pgbench`` runs, from ``--clients`` connections for ``--seconds`` s, a function that
@@ -61,6 +63,9 @@ SELECT 1, j, j, i, i, 'ready', 1, 0, 0
 
 VARIANTS = {
     "current": [
+        "CREATE INDEX ON event_ranges (jobset_id, state, start_event)",
+    ],
+    "holder-index": [
         "CREATE INDEX ON event_ranges (jobset_id, state, start_event)",
         "CREATE INDEX ON event_ranges (panda_id, state)",
     ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.engine import Connection
 
 from eventservice.dispatcher import fields, history, lifecycle
@@ -278,9 +278,15 @@ def job_ended(
     """Consequences of a job reaching a final state (report, kill or lost lease)."""
     kind = JobKind(job.kind)
     if kind == JobKind.EVENT_SERVICE:
+        # A consumer holds ranges of its own jobset only: through the jobset's index the
+        # look reads that jobset's held ranges, not a per-holder index every claim and
+        # report would have to keep up (migration 0004).
         touched = lifecycle.release_ranges(
             conn,
-            event_ranges.c.panda_id == job.panda_id,
+            and_(
+                event_ranges.c.jobset_id == job.jobset_id,
+                event_ranges.c.panda_id == job.panda_id,
+            ),
             count_failure=True,
             reason=reason,
             now=now,

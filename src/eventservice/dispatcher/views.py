@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Connection
 
 from eventservice.domain.ids import EventRangeID
@@ -130,7 +130,11 @@ def job_detail(conn: Connection, panda_id: int) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"unknown PandaID {panda_id}")
     detail = _job_dict(row)
-    detail["ranges"] = _counts(conn, event_ranges.c.state, event_ranges.c.panda_id == panda_id)
+    detail["ranges"] = _counts(
+        conn,
+        event_ranges.c.state,
+        and_(event_ranges.c.jobset_id == row.jobset_id, event_ranges.c.panda_id == panda_id),
+    )
     return detail
 
 

@@ -154,7 +154,6 @@ event_ranges = Table(
     Column("modified_at", Float, nullable=False),
     UniqueConstraint("task_id", "file_id", "start_event", name="uq_event_ranges_position"),
     Index("ix_event_ranges_jobset_state_start", "jobset_id", "state", "start_event"),
-    Index("ix_event_ranges_panda_state", "panda_id", "state"),
 )
 
 history = Table(
