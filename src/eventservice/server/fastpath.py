@@ -6,11 +6,17 @@ Starlette's thread pool helper: about a third of the dispatcher's CPU. This appl
 answers ``POST|GET /server/panda/<method>`` itself, with the same parsing, the same
 methods and the same answers as the FastAPI routes in :mod:`eventservice.server.panda`
 (which still describe the paths in /docs), and hands everything else to FastAPI.
+
+Every answer says how long the dispatcher took over it in a ``Server-Timing`` header
+(``dispatch;dur=<ms>``): from the request's headers to its answer, the wait for a thread
+included. A pilot's own timing adds the network and its own waits; the dispatcher
+benchmark reports both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,6 +66,7 @@ class PandaFastPath:
         if method is None:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         content_type, accept = "", ""
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -85,6 +92,7 @@ class PandaFastPath:
         except EventServiceError as error:
             status, data = error_answer(error)
         payload, media_type = encode_answer(data, accept)
+        took_ms = (time.perf_counter() - started) * 1000.0
         await send(
             {
                 "type": "http.response.start",
@@ -92,6 +100,7 @@ class PandaFastPath:
                 "headers": [
                     (b"content-length", str(len(payload)).encode()),
                     (b"content-type", media_type.encode()),
+                    (b"server-timing", f"dispatch;dur={took_ms:.2f}".encode()),
                 ],
             }
         )

@@ -308,3 +308,17 @@ def test_lease_redispatch_over_http(server: str) -> None:
         assert [(r["state"], r["attemptNr"], r["PandaID"]) for r in ranges] == [
             ("sent", 2, other["PandaID"])
         ] * 3
+
+
+def test_every_panda_answer_says_how_long_the_dispatcher_took(server: str) -> None:
+    """``Server-Timing: dispatch;dur=<ms>`` on answers, refusals included."""
+    with httpx.Client(base_url=server, timeout=30) as client:
+        for method, data in (
+            ("getStatus", {}),
+            ("getEventRanges", {"pandaID": "999999", "jobsetID": "1", "nRanges": "2"}),
+            ("updateEventRanges", {"eventRanges": "not json"}),
+        ):
+            answer = client.post(f"/server/panda/{method}", data=data, headers=JSON)
+            name, _, duration = answer.headers["server-timing"].partition(";dur=")
+            assert name == "dispatch"
+            assert 0.0 <= float(duration) < 30_000.0
