@@ -1,8 +1,8 @@
 """How much would partial indexes on ``event_ranges`` save the database? (issue 2)
 
-Every range transition changes ``state`` (and a claim ``panda_id``), both indexed, so
-PostgreSQL cannot update in place (no HOT update): each new row version is inserted into
-every index of the table, four of them. A partial index gets an entry only for rows that
+Every range transition changes ``state``, which is indexed, so PostgreSQL cannot update
+in place (no HOT update): each new row version is inserted into every index of the
+table (three since migration 0004, four before). A partial index gets an entry only for rows that
 match its predicate. This compares, in raw SQL on PostgreSQL, the claim + finish cycle
 of the dispatcher with
 
