@@ -765,14 +765,18 @@ class RawClient:
             raise ClientError(repr(exc)) from exc
 
     async def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        loop = asyncio.get_running_loop()
+        # Resolved as asyncio.open_connection would: the family follows the address.
+        family, kind, proto, _name, address = (
+            await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        )[0]
+        sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if sys.platform.startswith("linux"):
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        loop = asyncio.get_running_loop()
         try:
-            await loop.sock_connect(sock, (self.host, self.port))
+            await loop.sock_connect(sock, address)
         except BaseException:
             sock.close()
             raise
