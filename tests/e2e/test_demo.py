@@ -116,7 +116,8 @@ def test_demo_file_level_mode_verifies(tmp_path: Path) -> None:
 
 def test_demo_result_times_the_task_and_its_sequential_run(tmp_path: Path) -> None:
     """What the preemption benchmark reads: the task's end by the dispatcher's record
-    (no later than the poll that saw it) and the verification's sequential CPU."""
+    (no later than the poll that saw it), the verification's sequential CPU and when
+    the pilots started."""
     # In a process of its own: run_demo makes its process the subreaper of orphans.
     script = (
         "import json, pathlib, sys\n"
@@ -124,7 +125,7 @@ def test_demo_result_times_the_task_and_its_sequential_run(tmp_path: Path) -> No
         "r = run_demo(DemoConfig(events=200, pilots=2, cores=1, live=False,"
         " keep=pathlib.Path(sys.argv[1])))\n"
         "print(json.dumps([r.ok, r.error, r.task_seconds, r.samples[-1][0],"
-        " r.sequential_cpu]))\n"
+        " r.sequential_cpu, r.pilot_starts]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "demo")],
@@ -134,10 +135,12 @@ def test_demo_result_times_the_task_and_its_sequential_run(tmp_path: Path) -> No
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    ok, error, task_seconds, last_poll, sequential_cpu = json.loads(done.stdout)
+    ok, error, task_seconds, last_poll, sequential_cpu, starts = json.loads(done.stdout)
     assert ok, error
     assert 0 < task_seconds <= last_poll
     assert sequential_cpu > 0
+    # The pilots start together, as slots of one batch, not one per poll.
+    assert len(starts) == 2 and max(starts) < 0.1, starts
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,8 @@ class DemoResult:
     verify_summary: str = ""
     pilots_started: int = 0
     pilots_killed: int = 0
+    #: Seconds from the start of supervision at which each pilot started, in order.
+    pilot_starts: list[float] = field(default_factory=list)
     #: Lifetimes given to the pilots (``--pilot-lifetime``), in order.
     pilot_lifetimes: list[float] = field(default_factory=list)
     dispatcher_restarts: int = 0
@@ -110,6 +112,7 @@ class Demo:
         )
         self.pilots: list[processes.Child] = []
         self.unreplaced_kills = 0
+        self._supervision_start = 0.0
         self.dispatcher: processes.Child | None = None
         self.orphans = processes.OrphanReaper()
         self.result = DemoResult(workdir=workdir)
@@ -232,12 +235,18 @@ class Demo:
         self.orphans.track(child)
         self.pilots.append(child)
         self.deaths.born(child.name, now)
+        self.result.pilot_starts.append(now - self._supervision_start)
 
     # --- supervision -------------------------------------------------------------------
 
     def supervise(self, task_id: int, progress: Progress) -> dict[str, Any]:
         start, start_wall = time.monotonic(), time.time()
+        self._supervision_start = start
         self.deaths.start(start)
+        # All at once, as a batch of slots opening together; one per poll would leave
+        # the last one's cores idle for (pilots - 1) polls.
+        for _ in range(self.config.pilots):
+            self.start_pilot(start)
         next_start = start
         task: dict[str, Any] | None = None
         while True:
@@ -261,8 +270,7 @@ class Demo:
                 replacing_kill = self.unreplaced_kills > 0
                 self.unreplaced_kills = max(0, self.unreplaced_kills - 1)
                 self.start_pilot(now)
-                initial = self.result.pilots_started < self.config.pilots
-                if not (initial or replacing_kill):
+                if not replacing_kill:
                     next_start = now + RESTART_DELAY
             time.sleep(POLL_INTERVAL)
 
