@@ -278,8 +278,16 @@ class ForkedPayload(PayloadProcess):
         pid = server.start(argv, cwd, env, cwd / PAYLOAD_STDOUT, cwd / PAYLOAD_STDERR)
         self.process = _Forked(pid)  # type: ignore[assignment]
 
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code as soon as the payload exits within ``timeout`` s, else ``None``."""
+        if self.process.returncode is None:
+            self._record(self.server.exit_of(self.process.pid, timeout))
+        return self.process.returncode
+
     def _reap(self, flags: int) -> None:
-        ended = self.server.exit_of(self.process.pid, None if flags == 0 else 0.0)
+        self._record(self.server.exit_of(self.process.pid, None if flags == 0 else 0.0))
+
+    def _record(self, ended: tuple[int, float] | None) -> None:
         if ended is not None:
             self.process.returncode, self.cpu_seconds = ended
 

@@ -109,7 +109,8 @@ class StageOut:
         self.shipped_ranges = 0
         self.shipped_events = 0
         self.failed_ranges = 0
-        self._incoming: queue.Queue[Output] = queue.Queue()
+        #: ``None`` is no output: :meth:`finish` puts it to wake the thread at once.
+        self._incoming: queue.Queue[Output | None] = queue.Queue()
         self._batches: list[Batch] = []
         self._collected: list[Output] = []
         self._sequence = 0
@@ -145,6 +146,7 @@ class StageOut:
     def finish(self, timeout: float | None = None) -> None:
         """Ship everything now (no waiting for ``zip_time_gap``) and stop the thread."""
         self._finishing.set()
+        self._incoming.put(None)  # else the thread sees the flag only after its 0.2 s wait
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("stage-out did not finish within %s s", timeout)
@@ -164,11 +166,11 @@ class StageOut:
 
     def _drain_incoming(self, timeout: float) -> None:
         try:
-            self._collected.append(
-                self._incoming.get(timeout=timeout) if timeout else self._incoming.get_nowait()
-            )
+            item = self._incoming.get(timeout=timeout) if timeout else self._incoming.get_nowait()
             while True:
-                self._collected.append(self._incoming.get_nowait())
+                if item is not None:
+                    self._collected.append(item)
+                item = self._incoming.get_nowait()
         except queue.Empty:
             return
 

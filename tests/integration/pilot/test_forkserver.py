@@ -121,6 +121,24 @@ def test_threads_and_exit_handlers_finish_before_the_exit(server, tmp_path):
     assert (job / "atexit.done").exists()
 
 
+def test_wait_exit_gives_the_code_once_the_payload_has_ended(server, tmp_path):
+    running = fork(server, tmp_path / "long", "sleep", "60")
+    assert running.wait_exit(0.05) is None
+    running.kill(grace=5)
+    short = fork(server, tmp_path / "short", "exit", "3")
+    assert short.wait_exit(30) == 3
+    assert short.cpu_seconds is not None
+
+
+def test_wait_exit_of_a_payload_started_afresh(tmp_path):
+    running = PayloadProcess("sleep 60", tmp_path)
+    assert running.wait_exit(0.05) is None
+    running.kill(grace=5)
+    short = PayloadProcess("sleep 0.2; exit 3", tmp_path)
+    assert short.wait_exit(30) == 3
+    assert short.cpu_seconds is not None
+
+
 def test_kill_stops_its_session(server, tmp_path):
     payload = fork(server, tmp_path / "job", "sleep", "60")
     assert os.getpgid(payload.process.pid) == payload.process.pid  # a session of its own
