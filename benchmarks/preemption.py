@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
+import math
 import platform
 import statistics
 import tempfile
@@ -166,6 +167,15 @@ def main() -> None:
                 f"{line['vs_ideal_max']:.2f}), useful CPU {line['useful_mean']:.1%} "
                 f"({line['useful_min']:.1%}-{line['useful_max']:.1%})"
             )
+    # A file-level job is one file's events on one pilot's cores.
+    comparisons = compare_modes(summary_rows, reference_cpu / args.files / args.cores)
+    for line in comparisons:
+        print(
+            f"lifetime={line['lifetime']}: event service / file-level useful CPU"
+            f" {line['es_over_file']:.2f}x; file-level jobs of about {line['file_job_s']:.0f} s"
+            f" restarting from scratch are expected at {line['file_expected_useful']:.1%}"
+            f" useful, which gives {line['es_over_file_expected']:.2f}x"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "machine": platform.platform(),
@@ -175,6 +185,7 @@ def main() -> None:
         "args": vars(args) | {"out": str(args.out)},
         "runs": rows,
         "summary": summary_rows,
+        "es_over_file": comparisons,
     }
     (args.out / "preemption.json").write_text(json.dumps(summary, indent=1))
     first_seed = [r for r in rows if r["chaos_seed"] == chaos_seeds[0]]
@@ -220,6 +231,41 @@ def measure(config: DemoConfig, start_reference: float, cores: int, lifetime_tex
         "error": result.error,
         "samples": result.samples,
     }
+
+
+def restart_useful_fraction(job_seconds: float, mean_lifetime: float) -> float:
+    """Expected useful fraction of a slot's time for jobs that restart from scratch.
+
+    A job needing ``job_seconds`` on a pilot whose lifetime is exponential with mean
+    ``mean_lifetime`` is lost whenever the pilot dies first. Lifetimes are memoryless,
+    so every attempt is a fresh draw, and the expected time to complete one job is
+    ``mean * (exp(job / mean) - 1)``: the useful fraction is ``x / (exp(x) - 1)`` with
+    ``x = job / mean``. It ignores start-up and the wait for a replacement pilot.
+    """
+    x = job_seconds / mean_lifetime
+    return x / math.expm1(x) if x > 0 else 1.0
+
+
+def compare_modes(summary_rows: list[dict], job_seconds: float) -> list[dict]:
+    """Per lifetime with kills: the event service's useful CPU over the file-level mode's,
+    measured and as the restart model expects for file-level jobs of ``job_seconds``."""
+    by_key = {(row["lifetime"], row["mode"]): row for row in summary_rows}
+    lines = []
+    for (lifetime, mode), es in by_key.items():
+        file = by_key.get((lifetime, "file"))
+        if mode != "es" or lifetime == "none" or file is None or not file["useful_mean"]:
+            continue
+        expected = restart_useful_fraction(job_seconds, float(lifetime))
+        lines.append(
+            {
+                "lifetime": lifetime,
+                "es_over_file": round(es["useful_mean"] / file["useful_mean"], 2),
+                "file_job_s": round(job_seconds, 1),
+                "file_expected_useful": round(expected, 3),
+                "es_over_file_expected": round(es["useful_mean"] / expected, 2),
+            }
+        )
+    return lines
 
 
 def print_row(row: dict) -> None:
