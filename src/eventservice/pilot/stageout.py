@@ -134,15 +134,6 @@ class StageOut:
         """Hand over one finished range's output (with the payload's CPU/wall seconds)."""
         self._incoming.put(Output(event_range, Path(path), cpu, wall))
 
-    @property
-    def backlog(self) -> int:
-        """Outputs received but not yet shipped or failed."""
-        return (
-            self._incoming.qsize()
-            + len(self._collected)
-            + sum(len(b.outputs) for b in self._batches)
-        )
-
     def finish(self, timeout: float | None = None) -> None:
         """Ship everything now (no waiting for ``zip_time_gap``) and stop the thread."""
         self._finishing.set()
