@@ -6,13 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from eventservice.store import Database
-from eventservice.store.migrate import alembic_config
+from eventservice.store import Database, migrate
 from eventservice.store.schema import metadata
 
 HOLDER_INDEX = "ix_event_ranges_panda_state"
@@ -30,13 +28,6 @@ def _range_indexes(db: Database) -> set[str]:
         return {index["name"] for index in inspect(conn).get_indexes("event_ranges")}
 
 
-def _migrate(db: Database, direction: str, revision: str) -> None:
-    config = alembic_config(db.engine)
-    with db.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        getattr(command, direction)(config, revision)
-
-
 def test_the_migrations_build_the_declared_schema(database: Database) -> None:
     database.upgrade()
     with database.engine.connect() as conn:
@@ -45,10 +36,10 @@ def test_the_migrations_build_the_declared_schema(database: Database) -> None:
 
 
 def test_the_holder_index_is_dropped_and_comes_back_on_downgrade(database: Database) -> None:
-    _migrate(database, "upgrade", "0003")
+    migrate.upgrade(database.engine, "0003")
     assert HOLDER_INDEX in _range_indexes(database)
     database.upgrade()
     assert HOLDER_INDEX not in _range_indexes(database)
     assert "ix_event_ranges_jobset_state_start" in _range_indexes(database)
-    _migrate(database, "downgrade", "0003")
+    migrate.downgrade(database.engine, "0003")
     assert HOLDER_INDEX in _range_indexes(database)
