@@ -219,7 +219,7 @@ class PayloadProcess:
             elif time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(self.command, timeout or 0.0)
             else:
-                time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+                self.wait_exit(max(0.0, deadline - time.monotonic()))
         for stream in (self._stdout, self._stderr):
             if stream is not None:
                 stream.close()
