@@ -15,6 +15,10 @@ from tests.conftest import POSTGRES_URL, require_service, reset_postgres
 pytestmark = pytest.mark.slow
 
 
+#: The tests' workload unless one says otherwise: tiny ranges, many of them, in seconds.
+SMALL_RANGES = ("--cpu-per-event", "0.002", "--events-per-range", "5")
+
+
 def run_demo(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
@@ -25,7 +29,8 @@ def run_demo(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.Com
             "--no-live",
             "--keep",
             str(tmp_path / "demo"),
-            *args,
+            *SMALL_RANGES,
+            *args,  # after SMALL_RANGES: an option given twice takes its last value
         ],
         capture_output=True,
         text=True,
@@ -123,7 +128,7 @@ def test_demo_result_times_the_task_and_its_sequential_run(tmp_path: Path) -> No
         "import json, pathlib, sys\n"
         "from eventservice.demo import DemoConfig, run_demo\n"
         "r = run_demo(DemoConfig(events=200, pilots=2, cores=1, live=False,"
-        " keep=pathlib.Path(sys.argv[1])))\n"
+        " cpu_per_event=0.002, events_per_range=5, keep=pathlib.Path(sys.argv[1])))\n"
         "print(json.dumps([r.ok, r.error, r.task_seconds, r.samples[-1][0],"
         " r.sequential_cpu, r.pilot_starts]))\n"
     )

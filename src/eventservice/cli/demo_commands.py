@@ -20,13 +20,13 @@ def demo(
     storage: str | None = typer.Option(None, "--storage", help="Object store URL for outputs."),
     keep: Path | None = typer.Option(None, "--keep", help="Work in DIR and keep it."),
     cpu_per_event: float = typer.Option(
-        0.002,
+        0.01,
         "--cpu-per-event",
         min=0.0,
         help="CPU seconds the payload spends on an event; about 5 % of events cost 10 times it.",
     ),
     events_per_range: int = typer.Option(
-        5, "--events-per-range", min=1, help="nEventsPerWorker: events in one event range."
+        10, "--events-per-range", min=1, help="nEventsPerWorker: events in one event range."
     ),
     files: int = typer.Option(1, "--files", min=1, help="Input files (one jobset each)."),
     consumers: int | None = typer.Option(

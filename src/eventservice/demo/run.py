@@ -41,8 +41,10 @@ class DemoConfig:
     db: str | None = None
     storage: str | None = None
     keep: Path | None = None
-    cpu_per_event: float = 0.002
-    events_per_range: int = 5
+    #: Ranges of about 0.15 s of CPU: long enough that a range's fixed costs (a call, a
+    #: file, a transfer, a report) take a small share of it, short enough for a lively view.
+    cpu_per_event: float = 0.01
+    events_per_range: int = 10
     #: nEsConsumers of the task; None: one per pilot.
     consumers: int | None = None
     #: Bundle outputs every this many seconds; None: ship each output alone, at once.
