@@ -177,8 +177,9 @@ def main() -> None:
             print(
                 f"{line['mode']:>4} lifetime={line['lifetime']:>4}: {line['runs']} run(s), "
                 f"{line['vs_ideal_mean']:.2f}x ideal ({line['vs_ideal_min']:.2f}-"
-                f"{line['vs_ideal_max']:.2f}), useful CPU {line['useful_mean']:.1%} "
-                f"({line['useful_min']:.1%}-{line['useful_max']:.1%})"
+                f"{line['vs_ideal_max']:.2f}), useful CPU {line['useful_pooled']:.1%} of all"
+                f" spent (per run: mean {line['useful_mean']:.1%}, {line['useful_min']:.1%}-"
+                f"{line['useful_max']:.1%})"
             )
     # A file-level job is one file's events on one pilot's cores.
     comparisons = compare_modes(summary_rows, reference_cpu / args.files / args.cores)
@@ -233,8 +234,8 @@ def measure(config: DemoConfig, start_reference: float, cores: int, lifetime_tex
         "verified": result.verified,
         "makespan_s": round(makespan, 1),
         "reference_cpu_s": round(reference, 1),
-        "vs_ideal": round(makespan / ideal, 2),
-        "vs_ideal_start_reference": round(makespan / (start_reference / cores), 2),
+        "vs_ideal": round(makespan / ideal, 3),
+        "vs_ideal_start_reference": round(makespan / (start_reference / cores), 3),
         "useful_cpu_fraction": round(useful / result.cpu_spent, 3) if result.cpu_spent else 0.0,
         "cpu_spent_s": round(result.cpu_spent, 1),
         "cpu_in_output_s": round(useful, 1),
@@ -271,16 +272,16 @@ def compare_modes(summary_rows: list[dict], job_seconds: float) -> list[dict]:
     lines = []
     for (lifetime, mode), es in by_key.items():
         file = by_key.get((lifetime, "file"))
-        if mode != "es" or lifetime == "none" or file is None or not file["useful_mean"]:
+        if mode != "es" or lifetime == "none" or file is None or not file["useful_pooled"]:
             continue
         expected = restart_useful_fraction(job_seconds, float(lifetime))
         lines.append(
             {
                 "lifetime": lifetime,
-                "es_over_file": round(es["useful_mean"] / file["useful_mean"], 2),
+                "es_over_file": round(es["useful_pooled"] / file["useful_pooled"], 2),
                 "file_job_s": round(job_seconds, 1),
                 "file_expected_useful": round(expected, 3),
-                "es_over_file_expected": round(es["useful_mean"] / expected, 2),
+                "es_over_file_expected": round(es["useful_pooled"] / expected, 2),
             }
         )
     return lines
@@ -315,13 +316,14 @@ def check_targets(summary_rows: list[dict], comparisons: list[dict]) -> list[dic
                 {
                     "target": f"event service at {KILLED_LIFETIME} s lifetimes, useful CPU"
                     f" >= {KILLED_MIN_USEFUL:.0%}",
-                    "measured": f"{row['useful_mean']:.1%} ({runs}, "
+                    "measured": f"{row['useful_pooled']:.1%} ({row['runs']} run(s) together; "
+                    "per run "
                     f"{row['useful_min']:.1%}-{row['useful_max']:.1%})",
-                    "met": row["useful_mean"] >= KILLED_MIN_USEFUL,
+                    "met": row["useful_pooled"] >= KILLED_MIN_USEFUL,
                 }
             )
     useful = {
-        row["mode"]: row["useful_mean"]
+        row["mode"]: row["useful_pooled"]
         for row in summary_rows
         if row["lifetime"] == KILLED_LIFETIME
     }
@@ -359,7 +361,13 @@ def print_row(row: dict) -> None:
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per mode and lifetime: mean, min and max over the chaos seeds."""
+    """Per mode and lifetime: mean, min and max over the chaos seeds.
+
+    ``useful_pooled`` is the share of all the CPU these runs spent that ended in an
+    output, the useful CPU fraction of the runs together; the mean of each run's own
+    fraction (``useful_mean``) gives a lucky run of file-level jobs, which spent little,
+    as much weight as an unlucky one that spent three times as much.
+    """
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["lifetime"], row["mode"]), []).append(row)
@@ -367,6 +375,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (lifetime, mode), runs in groups.items():
         ratios = [r["vs_ideal"] for r in runs]
         useful = [r["useful_cpu_fraction"] for r in runs]
+        spent = sum(r["cpu_spent_s"] for r in runs)
+        in_output = sum(r["cpu_in_output_s"] for r in runs)
         summary.append(
             {
                 "lifetime": lifetime,
@@ -376,6 +386,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "vs_ideal_min": min(ratios),
                 "vs_ideal_max": max(ratios),
                 "useful_mean": round(statistics.fmean(useful), 4),
+                "useful_pooled": round(in_output / spent, 4) if spent else 0.0,
                 "useful_min": min(useful),
                 "useful_max": max(useful),
                 "pilots_killed": sum(r["pilots_killed"] for r in runs),
