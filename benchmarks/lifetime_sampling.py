@@ -1,7 +1,8 @@
 """What the demo's quasi-random pilot lifetimes do to file-level jobs: a model, not a run.
 
-``preemption.py`` kills pilots after lifetimes from :class:`PilotDeaths`: exponential
-quantiles in golden-ratio steps, so a short run sees about the nominal mean. The steps
+``preemption.py`` kills pilots after lifetimes from :class:`PilotDeaths`, by default
+(``--lifetime-draws spread``) exponential quantiles in golden-ratio steps, so a short
+run sees about the nominal mean. The steps
 also space long lifetimes evenly: after a few short-lived pilots a long-lived one is
 sure to come, where independent draws ("killed at random") can bring a streak of short
 ones. File-level jobs, which need one pilot to outlive the whole job, gain from that;
@@ -11,8 +12,9 @@ spaced, does not.
 This replays the benchmark's file-level mode in the abstract, many times over: ``files``
 jobs of ``job`` seconds each, taken by ``pilots`` pilots (one job at a time, ``start``
 seconds to begin one), a dead pilot replaced at once and its job put back. It prints
-the useful fraction of all CPU spent over the runs, for the demo's lifetimes and for
-independent exponential draws, next to the restart model of ``preemption.py``.
+the useful fraction of all CPU spent over the runs, for spread lifetimes and for
+independent exponential draws (``--lifetime-draws independent``), next to the restart
+model of ``preemption.py``.
 
 Run: ``python benchmarks/lifetime_sampling.py [--runs 4000]`` (a few seconds).
 """
@@ -28,18 +30,11 @@ from preemption import restart_useful_fraction
 from eventservice.demo.chaos import PilotDeaths
 
 
-def demo_lifetimes(seed: int, mean: float) -> Iterator[float]:
-    """The lifetimes the demo gives its pilots, in order."""
-    deaths = PilotDeaths(random.Random(seed), lifetime_mean=mean)
+def pilot_lifetimes(seed: int, mean: float, spread: bool) -> Iterator[float]:
+    """The lifetimes the demo gives its pilots, in order (``PilotDeaths.spread``)."""
+    deaths = PilotDeaths(random.Random(seed), lifetime_mean=mean, spread=spread)
     while True:
         yield deaths.next_lifetime()
-
-
-def independent_lifetimes(seed: int, mean: float) -> Iterator[float]:
-    """Independent exponential draws."""
-    rng = random.Random(seed)
-    while True:
-        yield rng.expovariate(1.0 / mean)
 
 
 def file_level_run(
@@ -76,12 +71,13 @@ def file_level_run(
     return files * job, spent
 
 
-def pooled_useful(kind: str, runs: int, mean: float, **shape: float) -> float:
-    """Useful fraction of all the CPU spent over ``runs`` runs (seeds 0..runs-1)."""
-    source = demo_lifetimes if kind == "demo" else independent_lifetimes
+def pooled_useful(args: argparse.Namespace, spread: bool) -> float:
+    """Useful fraction of all the CPU spent over ``args.runs`` runs (seeds 0, 1, ...)."""
     totals = [
-        file_level_run(source(seed, mean), **shape)  # type: ignore[arg-type]
-        for seed in range(runs)
+        file_level_run(
+            pilot_lifetimes(seed, args.mean, spread), args.files, args.pilots, args.job, args.start
+        )
+        for seed in range(args.runs)
     ]
     return sum(t[0] for t in totals) / sum(t[1] for t in totals)
 
@@ -95,11 +91,11 @@ def main() -> None:
     parser.add_argument("--job", type=float, default=44.0, help="a file-level job's CPU, s")
     parser.add_argument("--start", type=float, default=1.0, help="a job's start-up, s")
     args = parser.parse_args()
-    shape = {"files": args.files, "pilots": args.pilots, "job": args.job, "start": args.start}
     model = restart_useful_fraction(args.job, args.mean)
     print(f"restart model (x / (e^x - 1), x = {args.job:g} / {args.mean:g}): {model:.1%}")
-    for kind in ("demo", "independent"):
-        useful = pooled_useful(kind, args.runs, args.mean, **shape)
+    for spread in (True, False):
+        useful = pooled_useful(args, spread)
+        kind = "spread" if spread else "independent"
         print(f"{kind:>11} lifetimes: file-level useful CPU {useful:.1%} over {args.runs} runs")
 
 

@@ -112,6 +112,13 @@ def main() -> None:
         "seed over the same inputs, and the summary gives mean and range",
     )
     parser.add_argument(
+        "--lifetime-draws",
+        choices=("spread", "independent"),
+        default="spread",
+        help="spread: the demo's lifetimes, evenly over the distribution at any length "
+        "(they favour file-level jobs a little); independent: plain exponential draws",
+    )
+    parser.add_argument(
         "--modes",
         default="es,file",
         help="comma-separated modes to run: es (event service), file (file-level jobs)",
@@ -166,6 +173,7 @@ def main() -> None:
                     events_per_range=args.events_per_range,
                     consumers=consumers,
                     zip_time_gap=args.zip_every,
+                    spread_lifetimes=args.lifetime_draws == "spread",
                 )
                 row = measure(config, reference_cpu, cores, lifetime_text)
                 rows.append(row)

@@ -1,4 +1,5 @@
-"""Pilot deaths in the demo: exponential lifetimes whose short runs keep the nominal mean."""
+"""Pilot deaths in the demo: exponential lifetimes whose short runs keep the nominal mean,
+or independent draws."""
 
 from __future__ import annotations
 
@@ -35,6 +36,42 @@ def test_long_runs_follow_the_exponential_distribution() -> None:
     assert statistics.fmean(drawn) == pytest.approx(30, rel=0.03)
     assert statistics.median(drawn) == pytest.approx(30 * 0.6931, rel=0.03)
     assert sum(t > 60 for t in drawn) / len(drawn) == pytest.approx(0.1353, abs=0.01)
+
+
+def test_independent_lifetimes_are_plain_exponential_draws() -> None:
+    deaths = PilotDeaths(random.Random(7), lifetime_mean=30.0, spread=False)
+    drawn = [deaths.next_lifetime() for _ in range(13)]
+    plain = random.Random(7)
+    assert drawn == [plain.expovariate(1 / 30) for _ in range(13)]
+    assert deaths.lifetimes == drawn
+
+
+def test_spread_lifetimes_never_leave_a_long_one_far_away() -> None:
+    # What spreading costs a comparison: among any 8 spread lifetimes one outlives
+    # 44 s (a quantile above 0.77: golden-ratio steps come back to an interval within a
+    # Fibonacci number of steps), where independent draws bring long streaks of short
+    # ones, which is what kills file-level jobs again and again.
+    def longest_streak_of_short(drawn: list[float]) -> int:
+        streak = longest = 0
+        for lifetime in drawn:
+            streak = streak + 1 if lifetime < 44 else 0
+            longest = max(longest, streak)
+        return longest
+
+    spread = lifetimes(3, 2000)
+    independent = PilotDeaths(random.Random(3), lifetime_mean=30.0, spread=False)
+    plain = [independent.next_lifetime() for _ in range(2000)]
+    assert longest_streak_of_short(spread) <= 7
+    assert longest_streak_of_short(plain) > 20
+
+
+def test_the_demo_passes_its_choice_of_lifetimes_on(tmp_path) -> None:
+    from eventservice.demo.run import Demo, DemoConfig
+
+    config = DemoConfig(pilot_lifetime_mean=30.0, seed=7, spread_lifetimes=False)
+    demo = Demo(config, tmp_path)
+    plain = random.Random(7)
+    assert demo.deaths.next_lifetime() == plain.expovariate(1 / 30)
 
 
 def test_the_same_seed_gives_the_same_lifetimes_and_records_them() -> None:

@@ -16,16 +16,21 @@ GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 class PilotDeaths:
     """When pilots die: a global mean interval, or an exponential lifetime per pilot.
 
-    Lifetimes are exponential with mean ``lifetime_mean``, their quantiles taken in a
-    quasi-random order: a seeded start, then steps of the golden ratio. Plain draws
-    leave a run of a dozen pilots to its seed's luck (seed 7's first 13 exponential
-    draws for a mean of 30 s average 11.5 s); any prefix of this sequence covers the
-    distribution evenly, so a short run sees about the nominal mean.
+    Lifetimes are exponential with mean ``lifetime_mean``. With ``spread`` (the default)
+    their quantiles are taken in a quasi-random order: a seeded start, then steps of the
+    golden ratio. Plain draws leave a run of a dozen pilots to its seed's luck (seed 7's
+    first 13 exponential draws for a mean of 30 s average 11.5 s); any prefix of this
+    sequence covers the distribution evenly, so a short run sees about the nominal mean.
+    The same evenness also spaces the long lifetimes: a job that needs one pilot to
+    outlive it never waits many pilots for one, which favours file-level jobs over
+    pilots killed truly at random. ``spread=False`` gives independent draws, for
+    comparisons that must not lean either way (``benchmarks/lifetime_sampling.py``).
     """
 
     rng: random.Random
     every: float | None = None
     lifetime_mean: float | None = None
+    spread: bool = True
     next_kill: float | None = None
     deadlines: dict[str, float] = field(default_factory=dict)
     #: Every lifetime handed out, in order.
@@ -43,11 +48,14 @@ class PilotDeaths:
     def next_lifetime(self) -> float:
         """The next pilot's lifetime (seconds)."""
         assert self.lifetime_mean, "no lifetimes without a mean"
-        if self._quantile is None:
-            self._quantile = self.rng.random()
+        if not self.spread:
+            lifetime = self.rng.expovariate(1.0 / self.lifetime_mean)
         else:
-            self._quantile = (self._quantile + GOLDEN) % 1.0
-        lifetime = -self.lifetime_mean * math.log1p(-self._quantile)
+            if self._quantile is None:
+                self._quantile = self.rng.random()
+            else:
+                self._quantile = (self._quantile + GOLDEN) % 1.0
+            lifetime = -self.lifetime_mean * math.log1p(-self._quantile)
         self.lifetimes.append(lifetime)
         return lifetime
 

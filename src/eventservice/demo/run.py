@@ -58,6 +58,9 @@ class DemoConfig:
     seed: int = 1
     #: Seed of the pilot deaths alone (None: ``seed``), so kills can vary over the same inputs.
     chaos_seed: int | None = None
+    #: Pilot lifetimes spread evenly over their distribution (``PilotDeaths.spread``);
+    #: False: independent draws.
+    spread_lifetimes: bool = True
     live: bool = True
 
 
@@ -119,7 +122,9 @@ class Demo:
         self.orphans = processes.OrphanReaper()
         self.result = DemoResult(workdir=workdir)
         rng = random.Random(config.seed if config.chaos_seed is None else config.chaos_seed)
-        self.deaths = PilotDeaths(rng, config.preempt_every, config.pilot_lifetime_mean)
+        self.deaths = PilotDeaths(
+            rng, config.preempt_every, config.pilot_lifetime_mean, config.spread_lifetimes
+        )
         self.outage = (
             StorageOutage(workdir / "objectstore", *config.storage_outage)
             if config.storage_outage and config.storage is None
