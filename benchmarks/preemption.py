@@ -304,7 +304,8 @@ KILLED_MIN_OVER_FILE = 2.0
 
 
 def check_targets(summary_rows: list[dict], comparisons: list[dict]) -> list[dict]:
-    """Issue 6's targets against the means over this run's rows (those it has the rows for)."""
+    """Issue 6's targets, for those this run has the rows for: the no-kill ratio's mean
+    over the repeated runs, the useful CPU pooled over the chaos seeds."""
     verdicts = []
     for row in summary_rows:
         if row["mode"] != "es":
