@@ -310,8 +310,8 @@ def check_targets(summary_rows: list[dict], comparisons: list[dict]) -> list[dic
     for row in summary_rows:
         if row["mode"] != "es":
             continue
-        runs = f"mean of {row['runs']}" if row["runs"] > 1 else "1 run"
         if row["lifetime"] == "none":
+            runs = f"mean of {row['runs']}" if row["runs"] > 1 else "1 run"
             verdicts.append(
                 {
                     "target": f"event service without kills within {NO_KILL_MAX_VS_IDEAL}x ideal",
