@@ -84,56 +84,8 @@ _SQLITE_HEARTBEAT = (
     " AND (? IS NULL OR jobset_id = ?) AND (? IS NULL OR task_id = ?)"
     " RETURNING task_id, jobset_id"
 )
-
-
-def _share_sql(jobset: str, n: str, least: str, floor: str) -> str:
-    """SQL of how many ranges a claim of ``n`` is owed (one row, one column).
-
-    ``n``, except near the jobset's end, where other consumers are live: there a
-    consumer gets its even share of what is left (the ranges from the first ready one
-    to the jobset's last event, over the jobset's live consumers, activated ones
-    included since a pilot is on its way to each, rounded up), but never less than
-    ``least``, half of ``n``. Otherwise the consumer that asks last before the jobset
-    runs dry leaves with a full buffer, and the other pilots go idle (or on to another
-    jobset) while it works through it alone: the end of a task is the end of its last
-    jobsets. A pilot asks for twice its cores (DESIGN §6), so half of ``n`` still starts
-    a range on each core at once: the share trims the buffer, never a core's next range.
-
-    Ranges are handed out in ``start_event`` order, so the ready ones lie from the first
-    ready range on: counted from positions, not rows, the share costs an index probe, a
-    jobset lookup and a count of the jobset's consumer jobs. Ranges past the first ready
-    one that are held already (it came back from a failed attempt) count as left, so the
-    share errs towards ``n``. On PostgreSQL the probe starts at the jobset's floor; a
-    stale floor (ready ranges below it) makes a share smaller, never the answer empty,
-    and the ranges below are handed out by later claims as before.
-
-    ``jobset``, ``n``, ``least`` and ``floor`` are SQL expressions (placeholders).
-    """
-    live = ", ".join(f"'{s}'" for s in (JobState.ACTIVATED.value, *_ACTIVE))
-    # Integer arithmetic on both backends: (ranges left + c - 1) / c rounds up.
-    return f"""
-SELECT COALESCE(MIN(CASE WHEN consumers <= 1 OR share >= {n} THEN {n}
-                         WHEN share >= {least} THEN share ELSE {least} END), {n}) FROM (
-    SELECT c.n AS consumers,
-           ((js.last_event - r.start_event) / (r.last_event - r.start_event + 1) + c.n)
-           / NULLIF(c.n, 0) AS share
-    FROM jobsets js
-    JOIN (SELECT start_event, last_event FROM event_ranges
-          WHERE jobset_id = {jobset} AND state = 'ready' AND start_event >= {floor}
-          ORDER BY start_event LIMIT 1) r ON 1 = 1
-    CROSS JOIN (SELECT count(*) AS n FROM jobs
-                WHERE jobset_id = {jobset} AND kind = {_ES} AND state IN ({live})) c
-    WHERE js.jobset_id = {jobset}
-) shares"""
-
-
-def _least_share(n_ranges: int) -> int:
-    return (n_ranges + 1) // 2
-
-
 #: SQLite has one writer at a time, so the LIMIT subquery cannot race. Order as on
 #: PostgreSQL (below).
-_SQLITE_SHARE = _share_sql(":jobset", ":n", ":least", "0")
 _SQLITE_CLAIM = (
     "UPDATE event_ranges SET state = 'sent', panda_id = ?, modified_at = ?"
     " WHERE range_id IN (SELECT range_id FROM event_ranges WHERE jobset_id = ?"
@@ -153,7 +105,7 @@ _PG_SEND = """
 picked AS MATERIALIZED (
     SELECT r.range_id FROM event_ranges r
     WHERE r.jobset_id = {jobset} AND r.state = 'ready' AND r.start_event >= %(floor)s
-    ORDER BY r.start_event LIMIT {limit}
+    ORDER BY r.start_event LIMIT %(n)s
     FOR UPDATE OF r SKIP LOCKED
 ), sent AS (
     UPDATE event_ranges r SET state = 'sent', panda_id = %(pid)s, modified_at = %(now)s
@@ -180,14 +132,11 @@ WITH job AS (
         AND (%(task)s::bigint IS NULL OR task_id = %(task)s::bigint)
     RETURNING task_id, jobset_id
 ),""".format(kind=_ES, none=Command.NONE.value, active=", ".join(f"'{s}'" for s in _ACTIVE))
-    + "guided (n) AS ("
-    + _share_sql("(SELECT jobset_id FROM job)", "%(n)s", "%(least)s", "%(floor)s")
-    + "),"
-    + _PG_SEND.format(jobset="(SELECT jobset_id FROM job)", limit="(SELECT n FROM guided)")
+    + _PG_SEND.format(jobset="(SELECT jobset_id FROM job)")
     + """, lease AS (SELECT set_config('synchronous_commit', 'off', true))
-SELECT job.task_id, job.jobset_id, guided.n,
+SELECT job.task_id, job.jobset_id,
        sent.range_id, sent.file_id, sent.start_event, sent.last_event, sent.attempt_nr
-FROM job CROSS JOIN lease CROSS JOIN guided LEFT JOIN sent ON true
+FROM job CROSS JOIN lease LEFT JOIN sent ON true
 """
 )
 #: Looking again, without a second heartbeat: updating the job row twice in one
@@ -195,7 +144,7 @@ FROM job CROSS JOIN lease CROSS JOIN guided LEFT JOIN sent ON true
 #: jobset), and two such requests deadlock in refresh_jobset's FOR UPDATE.
 _PG_CLAIM_MORE = (
     "WITH"
-    + _PG_SEND.format(jobset="%(jobset)s", limit="%(n)s")
+    + _PG_SEND.format(jobset="%(jobset)s")
     + "SELECT range_id, file_id, start_event, last_event, attempt_nr FROM sent"
 )
 
@@ -213,9 +162,6 @@ class Claim(NamedTuple):
     rows: list[Any]
     #: the ``start_event`` the claim scanned from (see :mod:`floors`)
     floor: int
-    #: how many ranges the consumer is owed: ``nRanges``, or near the jobset's end its
-    #: share of what is left (:func:`_share_sql`); fewer rows make a short answer
-    wanted: int
 
 
 def first_claim(
@@ -227,8 +173,7 @@ def first_claim(
     now: float,
 ) -> Claim | None:
     """Heartbeat a consumer and lease it up to ``n_ranges`` ready ranges (with history),
-    fewer near its jobset's end (its share, :func:`_share_sql`), on PostgreSQL from its
-    jobset's floor on, in one statement.
+    on PostgreSQL from its jobset's floor on, in one statement.
 
     ``None``, with nothing changed, when the job is unknown, belongs to another jobset or
     task than the ones given, or may not take ranges now.
@@ -240,7 +185,6 @@ def first_claim(
             "now": now,
             "pid": panda_id,
             "n": n_ranges,
-            "least": _least_share(n_ranges),
             "floor": floor,
             "jobset": jobset_id,
             "task": task_id,
@@ -248,8 +192,8 @@ def first_claim(
         found = db.rows(_PG_CLAIM, params)
         if not found:
             return None
-        rows = sorted((row[3:] for row in found if row[3] is not None), key=_position)
-        return Claim(found[0][0], found[0][1], rows, floor, found[0][2])
+        rows = sorted((row[2:] for row in found if row[2] is not None), key=_position)
+        return Claim(found[0][0], found[0][1], rows, floor)
     job = db.rows(
         _SQLITE_HEARTBEAT,
         (now, panda_id, _ES, Command.NONE.value, *_ACTIVE, jobset_id, jobset_id, task_id, task_id),
@@ -257,9 +201,7 @@ def first_claim(
     if not job:
         return None
     task, jobset = job[0]
-    share = {"jobset": jobset, "n": n_ranges, "least": _least_share(n_ranges)}
-    wanted = db.rows(_SQLITE_SHARE, share)[0][0]
-    return Claim(task, jobset, _claim_more(db, panda_id, jobset, wanted, now), 0, wanted)
+    return Claim(task, jobset, _claim_more(db, panda_id, jobset, n_ranges, now), 0)
 
 
 def _claim_more(db: Driver, panda_id: int, jobset_id: int, n_ranges: int, now: float) -> list[Any]:
@@ -282,8 +224,7 @@ def get_event_ranges(
     first: Claim | None = None,
     tried: bool = False,
 ) -> list[dict[str, Any]]:
-    """Lease up to ``n_ranges`` ready ranges of the consumer's jobset (fewer near its
-    end: the consumer's share, :func:`_share_sql`).
+    """Lease up to ``n_ranges`` ready ranges of the consumer's jobset.
 
     ``tried``: :func:`first_claim` already ran, committed on its own, and leased
     ``first`` (``None``: nothing); this transaction completes a short answer.
@@ -300,10 +241,10 @@ def get_event_ranges(
         claim = first_claim(conn, panda_id, jobset_id, task_id, n_ranges, now)
         if claim is None:
             return []
-    rows, jobset, floor, wanted = claim.rows, claim.jobset_id, claim.floor, claim.wanted
-    if floor and len(rows) < wanted:
+    rows, jobset, floor = claim.rows, claim.jobset_id, claim.floor
+    if floor and len(rows) < n_ranges:
         # The floor is a hint: look below it before answering with fewer ranges.
-        more = _claim_more(db, panda_id, jobset, wanted - len(rows), now)
+        more = _claim_more(db, panda_id, jobset, n_ranges - len(rows), now)
         rows, floor = sorted(rows + more, key=_position), 0
     for _ in range(LOCKED_RETRIES):
         # SKIP LOCKED also skips ready ranges that other transactions hold right now; an
@@ -312,10 +253,10 @@ def get_event_ranges(
         if rows or not lifecycle.has_ready_ranges(db, jobset):
             break
         time.sleep(LOCKED_RETRY_DELAY)
-        rows = _claim_more(db, panda_id, jobset, wanted, now)
-    if len(rows) < wanted:
+        rows = _claim_more(db, panda_id, jobset, n_ranges, now)
+    if len(rows) < n_ranges:
         _refresh_after_short_answer(conn, jobset, now)
-    return answer(conn, panda_id, Claim(claim.task_id, jobset, rows, floor, wanted))
+    return answer(conn, panda_id, Claim(claim.task_id, jobset, rows, floor), n_ranges)
 
 
 def _refresh_after_short_answer(conn: Connection, jobset_id: int, now: float) -> None:
@@ -339,12 +280,12 @@ def _refresh_after_short_answer(conn: Connection, jobset_id: int, now: float) ->
     lifecycle.refresh_jobset(conn, jobset_id, now, wait=False, finish=False)  # drops the floor
 
 
-def answer(conn: Connection, panda_id: int, claim: Claim) -> list[dict[str, Any]]:
+def answer(conn: Connection, panda_id: int, claim: Claim, n_ranges: int) -> list[dict[str, Any]]:
     """The getEventRanges answer for what a consumer leased. On PostgreSQL a whole
-    answer's (all the ranges it was owed) lowest range becomes the jobset's floor; a short
-    one leaves the jobset with none (its refresh dropped it)."""
+    answer's lowest range becomes the jobset's floor; a short one leaves the jobset with
+    none (its refresh dropped it)."""
     rows = claim.rows
-    if len(rows) == claim.wanted and conn.dialect.name == "postgresql":
+    if len(rows) == n_ranges and conn.dialect.name == "postgresql":
         floors.remember(conn.engine, claim.jobset_id, rows[0][2], claim.floor)
     result = []
     for _range_id, file_id, start_event, last_event, attempt_nr in rows:

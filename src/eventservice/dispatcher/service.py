@@ -97,8 +97,8 @@ class Dispatcher:
         # Most answers are whole: one statement, committed on its own, makes them.
         with self.database.statements() as conn:
             first = ranges.first_claim(conn, panda_id, jobset_id, task_id, n_ranges, now)
-            if first is not None and len(first.rows) == first.wanted:
-                return ranges.answer(conn, panda_id, first)
+            if first is not None and len(first.rows) == n_ranges:
+                return ranges.answer(conn, panda_id, first, n_ranges)
         with self.database.transaction() as conn:
             return ranges.get_event_ranges(
                 conn, panda_id, jobset_id, task_id, n_ranges, now, first, tried=True

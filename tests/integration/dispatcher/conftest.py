@@ -124,17 +124,9 @@ def snapshot(d: Dispatcher) -> Any:
 
 
 def drain(d: Dispatcher, job: dict[str, Any], n: int = 100) -> list[dict[str, Any]]:
-    """Take and finish every range the consumer can get; return the ranges.
-
-    As many calls as that takes: near a jobset's end, where other consumers are live, a
-    call gets the consumer's share of what is left, not ``n``.
-    """
-    taken: list[dict[str, Any]] = []
-    while True:
-        got = d.get_event_ranges(job["PandaID"], job["jobsetID"], job["taskID"], n)
-        if got:
-            result = report(d, *(finished(r["eventRangeID"]) for r in got))
-            assert result["Returns"] == [True] * len(got), result
-        taken += got
-        if not got or not d.events_available(job["PandaID"], None, None):
-            return taken
+    """Take and finish every range the consumer can get; return the ranges."""
+    got = d.get_event_ranges(job["PandaID"], job["jobsetID"], job["taskID"], n)
+    if got:
+        result = report(d, *(finished(r["eventRangeID"]) for r in got))
+        assert result["Returns"] == [True] * len(got), result
+    return got

@@ -356,43 +356,6 @@ def test_mixed_batch_applies_each_transition_with_its_history(dispatcher: Dispat
     assert len(sent) == 6 and {h["PandaID"] for h in sent} == {pid}
 
 
-def _sizes(d: Dispatcher, consumers: list[dict], n: int) -> list[int]:
-    """Answer sizes of the consumers asking for ``n`` in turn until one gets nothing."""
-    sizes: list[int] = []
-    while not sizes or sizes[-1]:
-        job = consumers[len(sizes) % len(consumers)]
-        sizes.append(len(d.get_event_ranges(job["PandaID"], None, None, n)))
-    return sizes
-
-
-def test_a_jobsets_last_ranges_are_shared_among_its_consumers(dispatcher: Dispatcher) -> None:
-    """Near a jobset's end a consumer gets the ranges left over its live consumers
-    (activated ones count: a pilot is on its way), rounded up, at least half of n."""
-    task_id = submit(dispatcher, 12, nEsConsumers=4)
-    a, b = start_consumer(dispatcher), start_consumer(dispatcher)  # 2 running, 2 activated
-    # 12 left / 4 = 3; 9 / 4 -> 3; 6 / 4 -> 2; 4 / 4 = 1, raised to 2; 2 / 4 -> 1, to 2
-    assert _sizes(dispatcher, [a, b], 4) == [3, 3, 2, 2, 2, 0]
-    assert {r["state"] for r in ranges_of(dispatcher, task_id).values()} == {"sent"}
-
-
-def test_a_single_consumer_gets_what_it_asks_for(dispatcher: Dispatcher) -> None:
-    submit(dispatcher, 12, nEsConsumers=1)
-    assert _sizes(dispatcher, [start_consumer(dispatcher)], 4) == [4, 4, 4, 0]
-
-
-def test_shares_count_ranges_from_positions(dispatcher: Dispatcher) -> None:
-    """Ranges of 4 events over 10 (the last one short): 3 ranges, not 10 / 4."""
-    submit(dispatcher, 10, nEventsPerWorker=4, nEsConsumers=3)
-    job = start_consumer(dispatcher)
-    got = [dispatcher.get_event_ranges(job["PandaID"], None, None, 2) for _ in range(3)]
-    # 3 left / 3 consumers, 2 / 3 and 1 / 3: one range each
-    assert [[(r["startEvent"], r["lastEvent"]) for r in g] for g in got] == [
-        [(0, 3)],
-        [(4, 7)],
-        [(8, 9)],
-    ]
-
-
 # PostgreSQL only: SQLite has no row locks (one writer at a time).
 @pytest.mark.parametrize(
     "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
@@ -434,10 +397,7 @@ def test_short_answers_refresh_their_jobset_at_most_once_a_second(
         refresh(conn, jobset_id, now, **options)
 
     monkeypatch.setattr(lifecycle, "refresh_jobset", counted)
-    # Whole answers, no refresh: one range each, the consumer's share of 2 ranges left
-    # with a second consumer on its way.
-    assert len(dispatcher.get_event_ranges(pid, None, None, 2)) == 1
-    assert len(dispatcher.get_event_ranges(pid, None, None, 2)) == 1
+    assert len(dispatcher.get_event_ranges(pid, None, None, 2)) == 2  # whole: no refresh
     assert refreshed == []
     for _ in range(3):
         assert dispatcher.get_event_ranges(pid, None, None, 2) == []
