@@ -1,8 +1,9 @@
 """What the demo's quasi-random pilot lifetimes do to file-level jobs: a model, not a run.
 
-``preemption.py`` kills pilots after lifetimes from :class:`PilotDeaths`, by default
-(``--lifetime-draws spread``) exponential quantiles in golden-ratio steps, so a short
-run sees about the nominal mean. The steps
+``preemption.py`` kills pilots after lifetimes from :class:`PilotDeaths`: independent
+exponential draws, or with ``--lifetime-draws spread`` (its default until the
+seventeenth session) exponential quantiles in golden-ratio steps, so a short run sees
+about the nominal mean. The steps
 also space long lifetimes evenly: after a few short-lived pilots a long-lived one is
 sure to come, where independent draws ("killed at random") can bring a streak of short
 ones. File-level jobs, which need one pilot to outlive the whole job, gain from that;
