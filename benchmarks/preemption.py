@@ -25,7 +25,7 @@ golden-ratio steps, which never bring a streak of short lives and so favour file
 jobs). A row with kills runs once per chaos seed (six by default) and is judged on the
 CPU of all its runs together; the rows without kills run three times.
 
-Run: ``python benchmarks/preemption.py [--quick]`` (about an hour; ``--quick`` a few
+Run: ``python benchmarks/preemption.py [--quick]`` (about 90 minutes; ``--quick`` a few
 minutes); writes a PNG of throughput over time.
 """
 
