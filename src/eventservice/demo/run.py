@@ -123,7 +123,10 @@ class Demo:
         self.result = DemoResult(workdir=workdir)
         rng = random.Random(config.seed if config.chaos_seed is None else config.chaos_seed)
         self.deaths = PilotDeaths(
-            rng, config.preempt_every, config.pilot_lifetime_mean, config.spread_lifetimes
+            rng,
+            every=config.preempt_every,
+            lifetime_mean=config.pilot_lifetime_mean,
+            spread=config.spread_lifetimes,
         )
         self.outage = (
             StorageOutage(workdir / "objectstore", *config.storage_outage)
