@@ -49,7 +49,9 @@ def demo(
         None, "--storage-outage", help="START:DURATION seconds the es_events store is down."
     ),
     timeout: float = typer.Option(900.0, "--timeout", min=1.0, help="Give up after (s)."),
-    no_live: bool = typer.Option(False, "--no-live", help="No live view (for logs and CI)."),
+    no_live: bool = typer.Option(
+        False, "--no-live", help="No live view (for logs and CI); reads the task once a second."
+    ),
 ) -> None:
     """Run dispatcher, pilots, payload, storage and merge on this machine, then verify."""
     from eventservice.demo import DemoConfig, run_demo
