@@ -29,7 +29,7 @@ RESTART_DELAY = 2.0
 #: Seconds between the supervisor's rounds: pilots alive, deaths due, replacements.
 POLL_INTERVAL = 0.5
 #: Seconds between reads of the task's summary without a live view (the benchmarks).
-#: Each read costs the dispatcher about 2 ms of CPU and the demo as much, on the cores
+#: Each read costs the dispatcher about 4 ms of CPU and the demo about 1 ms, on the cores
 #: the payloads run on; the makespan comes from the dispatcher's own clock, not the poll.
 QUIET_TASK_POLL_INTERVAL = 1.0
 
