@@ -13,6 +13,7 @@ from eventservice.pilot.channel_server import (
     RangeOutput,
     RangeStarted,
     WorkerLost,
+    WorkerWaiting,
 )
 
 
@@ -61,6 +62,8 @@ def test_waiting_worker_is_served_when_ranges_arrive(server):
             client._socket.settimeout(0.3)
             client.receive()
         client._socket.settimeout(5)
+        # ... and the executor hears of it (near a chunk's end it asks for ranges only then)
+        assert next_event(server, WorkerWaiting) == WorkerWaiting()
         server.add_ranges([rng(5)])
         assert '"1-2-3-5-1"' in client.receive()
 

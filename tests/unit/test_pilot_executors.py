@@ -17,7 +17,7 @@ from eventservice.pilot.executors.base import (
     fill_template,
     payload_environment,
 )
-from eventservice.pilot.executors.eventservice import run_eventservice
+from eventservice.pilot.executors.eventservice import ranges_wanted, run_eventservice
 from eventservice.pilot.executors.generic import run_generic
 from eventservice.pilot.executors.merge import run_merge
 from eventservice.pilot.job import ExecutorKind
@@ -56,6 +56,18 @@ def test_final_update_fields():
     assert "exeErrorCode" not in stopped
     done = JobResult("finished", output_files=[{"lfn": "x", "path": "file:///x"}])
     assert done.update_fields(1)["outputFiles"][0]["lfn"] == "x" and done.succeeded
+
+
+def test_ranges_are_asked_for_ahead_except_near_the_end_of_the_chunk():
+    # Ahead: 2 x cores once fewer than cores are buffered, so no worker waits for a call.
+    assert ranges_wanted(cores=2, buffered=1, waiting=0, end_game=False) == 4
+    assert ranges_wanted(cores=2, buffered=2, waiting=0, end_game=False) == 0
+    assert ranges_wanted(cores=1, buffered=0, waiting=1, end_game=False) == 2
+    # Near the end: only what the waiting workers lack, nothing buffered ahead.
+    assert ranges_wanted(cores=2, buffered=0, waiting=0, end_game=True) == 0
+    assert ranges_wanted(cores=4, buffered=0, waiting=3, end_game=True) == 3
+    assert ranges_wanted(cores=4, buffered=2, waiting=3, end_game=True) == 1
+    assert ranges_wanted(cores=4, buffered=3, waiting=1, end_game=True) == 0
 
 
 def test_executor_choice():

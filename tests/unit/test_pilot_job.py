@@ -48,6 +48,24 @@ def test_es_job_fields():
     assert job.out_files == ("out.root",)
 
 
+def test_ranges_left_after_a_range_of_the_chunk():
+    job = Job.from_fields(
+        ES_JOB | {"firstEvent": "100", "lastEvent": "199", "nEventsPerWorker": "10"}
+    )
+    assert job.ranges_after({"startEvent": 100, "lastEvent": 109}) == 9
+    assert job.ranges_after({"startEvent": "180", "lastEvent": "189"}) == 1
+    assert job.ranges_after({"startEvent": 190, "lastEvent": 199}) == 0
+    # A chunk that does not end on a range boundary: its last range is shorter.
+    short = Job.from_fields(ES_JOB | {"lastEvent": "104", "nEventsPerWorker": "10"})
+    assert short.ranges_after({"startEvent": 90, "lastEvent": 99}) == 1
+    # Without nEventsPerWorker the range's own length stands in.
+    bare = Job.from_fields(ES_JOB | {"lastEvent": "20"})
+    assert bare.ranges_after({"startEvent": 0, "lastEvent": 4}) == 4
+    # A server that does not say where the chunk ends: unknown.
+    assert Job.from_fields(ES_JOB).ranges_after({"startEvent": 0, "lastEvent": 4}) is None
+    assert job.ranges_after({"startEvent": 0}) is None
+
+
 def test_merge_and_normal_kinds():
     merge = Job.from_fields(
         {

@@ -4,8 +4,9 @@ One ``AF_UNIX`` ``SOCK_SEQPACKET`` listening socket per pilot, named uniquely (a
 abstract name by default, so nothing is left on disk and pilots sharing a node never
 collide), any number of worker connections. One thread runs a selector loop: it answers
 ``Ready for events`` from a local buffer the executor refills, parks workers when the
-buffer is empty, and turns every other message into a :class:`ChannelEvent` on a queue
-the executor consumes. Malformed messages fail only the range they name.
+buffer is empty (and says so: near the end of a job's chunk the executor asks for ranges
+only then), and turns every other message into a :class:`ChannelEvent` on a queue the
+executor consumes. Malformed messages fail only the range they name.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class RangeStarted:
 
 
 @dataclass(frozen=True)
+class WorkerWaiting:
+    """A worker asked for a range and the buffer was empty: it is parked until one comes."""
+
+
+@dataclass(frozen=True)
 class RangeOutput:
     """A worker reported a range done; ``output_path`` is the payload's file."""
 
@@ -73,7 +79,7 @@ class WorkerLost:
     event_ranges: tuple[dict[str, Any], ...]
 
 
-ChannelEvent = RangeStarted | RangeOutput | RangeError | WorkerLost
+ChannelEvent = RangeStarted | WorkerWaiting | RangeOutput | RangeError | WorkerLost
 
 #: Error kind for a message the pilot could not parse but that names a range.
 BAD_MESSAGE_KIND = "ERR_PILOT_BAD_MESSAGE"
@@ -297,6 +303,7 @@ class ChannelServer:
                 self._send(conn, NO_MORE_EVENTS)
             elif conn not in self._waiting:
                 self._waiting.append(conn)
+                self.events.put(WorkerWaiting())
 
     def _serve_waiting(self) -> None:
         with self._lock:

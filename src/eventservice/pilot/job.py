@@ -137,6 +137,22 @@ class Job:
         except (TypeError, ValueError):
             return None
 
+    def ranges_after(self, event_range: dict[str, Any]) -> int | None:
+        """At most how many ranges of the job's chunk lie beyond ``event_range``.
+
+        The dispatcher hands a jobset's ranges out in event order, so this bounds what is
+        left for every consumer of the chunk once ``event_range`` was handed out. From
+        ``lastEvent`` and ``nEventsPerWorker`` (our dispatcher sends both; a server that
+        does not gets ``None``).
+        """
+        try:
+            chunk_last = int(self.raw["lastEvent"])
+            per_range = int(self.raw.get("nEventsPerWorker") or range_events(event_range))
+            beyond = chunk_last - int(event_range["lastEvent"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return max(0, -(-beyond // max(1, per_range)))
+
     def input_url(self, lfn: str) -> str | None:
         """Where to read the input named ``lfn`` (the range's ``PFN``)."""
         for item in self.inputs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tarfile
 from pathlib import Path
 
@@ -66,6 +67,31 @@ def test_not_es_to_zip_ships_each_output_and_merge_reads_them(
     assert objects == sorted(f"{r['eventRangeID']}.out" for r in ranges)
     assert all(r["path"].startswith(f"file://{stores['os']}") and r["adler32"] for r in ranges)
     assert task["cpuSecondsInOutput"] >= 0 and len(ranges) == 4
+
+
+def test_near_the_end_of_its_chunk_a_job_asks_only_for_waiting_workers(
+    dispatcher, stores, input_file, tmp_path
+):
+    dispatcher.add_queue(
+        "Q", corecount=1, not_es_to_zip=True, heartbeat=2, storages=storages(stores)
+    )
+    task_id = es_task(dispatcher, input_file, n_events=10, per_worker=1, mode="sleep")
+    code, output = run_pilot(
+        dispatcher, "Q", tmp_path / "pilot", "--cores", "1", env={"PAYLOAD_SLEEP": "0.3"}
+    )
+    assert code == 0, output
+    assert dispatcher.task(task_id)["state"] == "done"
+    claims: dict[float, list[int]] = {}  # one claim's ranges share its time
+    for change in dispatcher.history():
+        if change["to"] == "sent":
+            claims.setdefault(change["at"], []).append(change["entityID"])
+    # One range for the one worker; then two ahead whenever none is buffered; once the
+    # newest range has at most 4 after it (2 x nRanges), one per waiting worker.
+    assert [len(ids) for _, ids in sorted(claims.items())] == [1, 2, 2, 2, 1, 1, 1], claims
+    # Each of the last three came only after the worker had spent 0.3 s on the one before.
+    times = sorted(claims)[-4:]
+    assert all(later - earlier >= 0.25 for earlier, later in itertools.pairwise(times)), times
+    assert "asking only for waiting workers" in output
 
 
 def test_tobekilled_stops_the_payload_now(dispatcher, stores, input_file, tmp_path):

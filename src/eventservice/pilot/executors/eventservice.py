@@ -2,7 +2,8 @@
 
 Threads: *channel* (serves payload workers, :mod:`..channel_server`), *stage-out*
 (:mod:`..stageout`), *heartbeat* (:mod:`..heartbeat`) and this one, the
-*communication* loop: it refills the local buffer with ``nRanges = 2 * cores``,
+*communication* loop: it refills the local buffer with ``nRanges = 2 * cores``
+(near the end of the job's chunk only for workers that wait: :func:`ranges_wanted`),
 reports ``running``/``failed``/``fatal`` ranges in batches, flushes the journal of
 ``finished`` reports, and decides when the job ends (payload exit, drain, kill, or
 no more ranges with the payload idle: then the payload is kept for the pilot's next
@@ -41,9 +42,28 @@ FLUSH_INTERVAL = 0.2
 #: straight from ``sent`` to its end: its ``running`` report would be one more call to
 #: the dispatcher per range (half of all calls) that no one acts on.
 RUNNING_REPORT_DELAY = 1.0
+#: Near the end of its chunk, within this many times ``nRanges`` of the chunk's last
+#: range, a job asks for ranges only for workers waiting for one (see ranges_wanted).
+END_GAME_REQUESTS = 2
 #: Seconds an out-of-ranges job waits for its payload to go idle (every worker waiting
 #: for a range) so it can be kept; past that it is told ``No more events`` as before.
 IDLE_WAIT = 2.0
+
+
+def ranges_wanted(cores: int, buffered: int, waiting: int, end_game: bool) -> int:
+    """How many ranges to ask the dispatcher for now; 0: none.
+
+    Normally ``nRanges = 2 * cores`` whenever fewer than ``cores`` are buffered, so a
+    worker never waits for a call to the dispatcher (DESIGN §6). Near the end of the
+    chunk (``end_game``) only what the waiting workers lack: a range buffered here is
+    one that no other pilot can take, and the last ranges held one ahead by one pilot
+    are what keeps the others idle at a jobset's end (in the preemption benchmark's
+    no-kill task, 0.2 s of its 47 on average: BENCHMARKS.md). A worker then waits one
+    call for each of its last ranges.
+    """
+    if end_game:
+        return max(0, waiting - buffered)
+    return 2 * cores if buffered < cores else 0
 
 
 def failed_report(
@@ -81,6 +101,8 @@ class EventServiceRun:
         self.no_more = False
         self.storage_broken = False
         self.received = 0
+        #: Near the end of the chunk: ask only for waiting workers (ranges_wanted).
+        self.end_game = False
         self.finished_by_payload = 0
         self.failed = 0
         self.released = 0
@@ -122,13 +144,19 @@ class EventServiceRun:
 
     # -- communication -------------------------------------------------------------
 
-    def _refill(self) -> None:
-        """Ask for ``2 * cores`` ranges when the buffer runs low."""
-        if not self._accepting() or self.channel.buffered >= self.cores:
+    def _refill(self, wanted: int | None = None) -> None:
+        """Ask for ranges when the buffer runs low (:func:`ranges_wanted`), or ``wanted``."""
+        if not self._accepting():
+            return
+        if wanted is None:
+            wanted = ranges_wanted(
+                self.cores, self.channel.buffered, self.channel.waiting, self.end_game
+            )
+        if wanted <= 0:
             return
         try:
             ranges = self.ctx.client.get_event_ranges(
-                self.job.panda_id, self.job.jobset_id, self.job.task_id, 2 * self.cores
+                self.job.panda_id, self.job.jobset_id, self.job.task_id, wanted
             )
         except DispatcherUnavailable as exc:
             log.warning("no ranges fetched: %s", exc)
@@ -147,7 +175,20 @@ class EventServiceRun:
             if pfn and "PFN" not in event_range:
                 event_range["PFN"] = pfn
         self.received += len(ranges)
+        self._check_end_game(ranges)
         self.channel.add_ranges(ranges)
+
+    def _check_end_game(self, ranges: list[dict[str, Any]]) -> None:
+        if self.end_game:
+            return
+        left = [n for r in ranges if (n := self.job.ranges_after(r)) is not None]
+        if left and min(left) <= END_GAME_REQUESTS * 2 * self.cores:
+            self.end_game = True
+            log.info(
+                "at most %d range(s) of the chunk left: from now on asking only for "
+                "waiting workers",
+                min(left),
+            )
 
     def _handle(self, event: Any) -> None:
         if isinstance(event, RangeStarted):
@@ -230,7 +271,9 @@ class EventServiceRun:
             self.session = self.keeper.session_for(
                 self.job.transformation, self.cores, self.ctx.job_dir
             )
-            self._refill()
+            # One range per worker first: a job that joins a jobset near its end then
+            # learns so (ranges_after) before it takes more than its workers can start.
+            self._refill(self.cores)
             code = self._loop(self.session.process)
         except Exception as exc:
             # A pilot bug or an unstartable payload: hand everything back, report, end.
@@ -258,6 +301,8 @@ class EventServiceRun:
         draining_seen = told_no_more = False
         while True:
             try:
+                # Any event wakes the loop: a range handed out, or a worker left waiting
+                # (WorkerWaiting, nothing to handle), may call for ranges at once.
                 self._handle(self.channel.events.get(timeout=0.05))
                 while True:
                     self._handle(self.channel.events.get_nowait())
