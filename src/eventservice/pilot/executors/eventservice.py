@@ -50,6 +50,11 @@ END_GAME_REQUESTS = 2
 IDLE_WAIT = 2.0
 
 
+def n_ranges(cores: int) -> int:
+    """``nRanges`` of a request that fills the buffer ahead: two ranges per worker."""
+    return 2 * cores
+
+
 def ranges_wanted(cores: int, buffered: int, waiting: int, end_game: bool) -> int:
     """How many ranges to ask the dispatcher for now; 0: none.
 
@@ -63,7 +68,7 @@ def ranges_wanted(cores: int, buffered: int, waiting: int, end_game: bool) -> in
     """
     if end_game:
         return max(0, waiting - buffered)
-    return 2 * cores if buffered < cores else 0
+    return n_ranges(cores) if buffered < cores else 0
 
 
 def failed_report(
@@ -181,13 +186,13 @@ class EventServiceRun:
     def _check_end_game(self, ranges: list[dict[str, Any]]) -> None:
         if self.end_game:
             return
-        left = [n for r in ranges if (n := self.job.ranges_after(r)) is not None]
-        if left and min(left) <= END_GAME_REQUESTS * 2 * self.cores:
+        left = min((n for r in ranges if (n := self.job.ranges_after(r)) is not None), default=None)
+        if left is not None and left <= END_GAME_REQUESTS * n_ranges(self.cores):
             self.end_game = True
             log.info(
                 "at most %d range(s) of the chunk left: from now on asking only for "
                 "waiting workers",
-                min(left),
+                left,
             )
 
     def _handle(self, event: Any) -> None:
