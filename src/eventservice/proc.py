@@ -1,8 +1,9 @@
 """Linux's process table, read from ``/proc``: who is whose child, and CPU used so far.
 
-The demo uses it to kill a pilot with everything it started; the pilot, to tell what a
-payload it keeps between jobs has used while it still runs. Elsewhere than Linux the
-table is empty and the CPU unknown (0).
+The demo uses it to kill a pilot with everything it started, and to tell how much CPU
+time the machine's hypervisor took; the pilot, to tell what a payload it keeps between
+jobs has used while it still runs. Elsewhere than Linux the table is empty, the CPU
+unknown (0) and the hypervisor's share unknown (``None``).
 """
 
 from __future__ import annotations
@@ -63,3 +64,21 @@ def tree_cpu_seconds(pid: int) -> float:
             # utime, stime, and cutime, cstime: the descendants this one has reaped.
             total += sum(int(value) for value in fields[11:15])
     return total / _TICKS
+
+
+def cpu_steal_seconds() -> float | None:
+    """Core-seconds this machine's hypervisor has run something else on its CPUs since boot.
+
+    The ``steal`` column of ``/proc/stat``: while a virtual CPU wanted to run, the host
+    gave its physical CPU to another guest. No process here could use that time, and no
+    process's CPU time counts it. ``None`` where the kernel does not say.
+    """
+    try:
+        with (PROC / "stat").open() as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]) / _TICKS

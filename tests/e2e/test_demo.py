@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -132,7 +133,7 @@ def test_demo_result_times_the_task_and_its_sequential_run(tmp_path: Path) -> No
         "r = run_demo(DemoConfig(events=200, pilots=2, cores=1, live=False,"
         " cpu_per_event=0.002, events_per_range=5, keep=pathlib.Path(sys.argv[1])))\n"
         "print(json.dumps([r.ok, r.error, r.task_seconds, [t for t, _ in r.samples],"
-        " r.sequential_cpu, r.pilot_starts]))\n"
+        " r.sequential_cpu, r.pilot_starts, r.steal_seconds]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "demo")],
@@ -142,13 +143,15 @@ def test_demo_result_times_the_task_and_its_sequential_run(tmp_path: Path) -> No
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    ok, error, task_seconds, polls, sequential_cpu, starts = json.loads(done.stdout)
+    ok, error, task_seconds, polls, sequential_cpu, starts, steal = json.loads(done.stdout)
     assert ok, error
     assert 0 < task_seconds <= polls[-1]
     assert all(later - earlier >= QUIET_TASK_POLL_INTERVAL for earlier, later in pairwise(polls))
     assert sequential_cpu > 0
     # The pilots start together, as slots of one batch, not one per poll.
     assert len(starts) == 2 and max(starts) < 0.1, starts
+    # The hypervisor's share is read off /proc/stat here (Linux): at most all the cores.
+    assert steal is not None and 0 <= steal <= task_seconds * (os.cpu_count() or 1)
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,11 @@ def demo(
             f"[bold]CPU in output[/bold] {useful:.1f} s{share}  "
             f"[bold]wall[/bold] {result.wall_seconds:.1f} s"
         )
+        if result.steal_seconds:
+            console().print(
+                f"[bold]CPU steal[/bold] {result.steal_seconds:.1f} core-s: time this "
+                f"virtual machine's host gave its cores to others while the task ran"
+            )
     for note in result.notes:
         console().print(f"[dim]{note}[/dim]")
     if result.verify_summary:

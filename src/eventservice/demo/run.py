@@ -18,6 +18,7 @@ import httpx
 from eventservice.demo import processes
 from eventservice.demo.chaos import PilotDeaths, StorageOutage
 from eventservice.demo.progress import Progress, events_with_output
+from eventservice.demo.steal import StealClock
 from eventservice.tls import tls_context
 
 FINAL_TASK_STATES = ("done", "finished", "failed")
@@ -90,6 +91,9 @@ class DemoResult:
     #: Seconds from the start of supervision (the first pilots' start) to the task's
     #: final state, by the dispatcher's record of when it changed: no polling delay.
     task_seconds: float = 0.0
+    #: Core-seconds the machine's hypervisor took from its CPUs during ``task_seconds``
+    #: (``/proc/stat``'s steal): time no process of the run could use. ``None``: unknown.
+    steal_seconds: float | None = None
     wall_seconds: float = 0.0
     samples: list[tuple[float, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -257,6 +261,7 @@ class Demo:
     def supervise(self, task_id: int, progress: Progress) -> dict[str, Any]:
         start, start_wall = time.monotonic(), time.time()
         self._supervision_start = start
+        steal = StealClock(start)
         self.deaths.start(start)
         # All at once, as a batch of slots opening together; one per poll would leave
         # the last one's cores idle for (pilots - 1) polls.
@@ -272,6 +277,7 @@ class Demo:
             if polled:
                 task = self._poll_task(task_id) or task
                 next_task_poll = now + task_poll_interval
+                steal.read(time.monotonic())
             alive = [p for p in self.pilots if p.poll()]
             self.orphans.reap()
             if polled and task is not None:
@@ -281,6 +287,7 @@ class Demo:
                     # Same machine, same clock as the dispatcher's time.time().
                     ended = task.get("modifiedAt")
                     self.result.task_seconds = (ended - start_wall) if ended else elapsed
+                    self.result.steal_seconds = steal.during(self.result.task_seconds)
                     return task
             if elapsed > self.config.timeout:
                 raise RuntimeError(f"task not done after {self.config.timeout:.0f} s")
