@@ -259,7 +259,8 @@ def measure(config: DemoConfig, start_reference: float, cores: int, lifetime_tex
     ideal = reference / cores
     # When the dispatcher recorded the task's end, not when the demo's poll saw it.
     makespan = result.task_seconds or (result.samples[-1][0] if result.samples else float("nan"))
-    steal = result.steal_seconds if result.task_seconds else None
+    # Set with task_seconds, when the task ended; None where /proc/stat has no steal.
+    steal = result.steal_seconds
     net = makespan - (steal or 0.0) / cores
     useful = result.task.get("cpuSecondsInOutput", 0.0) if result.task else 0.0
     done = result.samples[-1][1] if result.samples else 0
