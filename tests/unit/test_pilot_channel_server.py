@@ -9,6 +9,7 @@ import pytest
 from eventservice.payload.channel import NO_MORE_EVENTS, ChannelClient
 from eventservice.pilot.channel_server import (
     ChannelServer,
+    Nudge,
     RangeError,
     RangeOutput,
     RangeStarted,
@@ -142,3 +143,15 @@ def test_idle_only_when_every_connected_worker_waits(server):
         # A kept worker is served the next job's ranges as they come.
         server.add_ranges([rng(1)])
         assert worker.receive().startswith("[")
+
+
+def test_a_worker_leaving_without_ranges_and_a_nudge_wake_the_executor(server):
+    server.nudge()
+    assert server.events.get(timeout=5) == Nudge()
+    with ChannelClient(server.name, timeout=5):
+        deadline = time.monotonic() + 5
+        while server.connected == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    # The payload may be ending: the executor looks at it now, not at its next timer.
+    assert next_event(server, Nudge) == Nudge()
+    assert server.connected == 0

@@ -103,13 +103,44 @@ def test_heartbeat_beats_and_obeys():
     assert len(client.beats) == count  # stopped means stopped
 
 
+def test_heartbeat_wakes_the_executor_on_a_command():
+    control = PilotControl()
+    heartbeat = Heartbeat(FakeClient([None, "tobekilled"]), 4, 0.05, control)
+    woken = []
+    heartbeat.wake = lambda: woken.append(control.killed)
+    heartbeat.beat()
+    assert woken == []  # no command, nothing to act on
+    heartbeat.beat()
+    assert woken == [True]  # told after the kill was asked for
+
+
+def test_no_beat_while_the_dispatcher_hears_from_the_job_otherwise():
+    client = FakeClient([])
+    heartbeat = Heartbeat(client, 4, 0.2, PilotControl())
+    heartbeat.start()
+    deadline = time.monotonic() + 5
+    while not client.beats and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(client.beats) == 1  # the first beat goes at once
+    for _ in range(20):  # an updateEventRanges naming the job every 0.05 s, for 1 s
+        heartbeat.heard()
+        time.sleep(0.05)
+    assert len(client.beats) == 1
+    time.sleep(0.5)  # silence: beats resume within an interval
+    heartbeat.stop()
+    assert len(client.beats) >= 2
+
+
 def test_heartbeat_soft_kills_at_the_deadline():
     control = PilotControl()
     heartbeat = Heartbeat(FakeClient([]), 4, 60, control, deadline=time.monotonic() + 0.1)
+    woken = []
+    heartbeat.wake = lambda: woken.append(control.draining)
     heartbeat.start()
-    time.sleep(1.3)
+    time.sleep(0.5)  # the thread sleeps until the deadline, not a beat 60 s away
     heartbeat.stop()
     assert control.draining and control.stop_pilot
+    assert woken == [True]
 
 
 def test_pilot_deadline_from_maxtime_and_lifetime(tmp_path):

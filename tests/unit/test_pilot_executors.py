@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -104,3 +105,59 @@ def test_offline_needs_ranges_for_es_jobs(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(InvalidInput):
         OfflineClient.from_files(tmp_path / "bad.json", None, tmp_path)
+
+
+def loop_state(**overrides):
+    """What EventServiceRun._wait_time reads, at rest: a connected payload, nothing due."""
+    state = SimpleNamespace(
+        channel=SimpleNamespace(connected=1),
+        _running=[],
+        _last_flush=0.0,
+        _out_of_ranges_at=None,
+        ctx=SimpleNamespace(
+            journal=SimpleNamespace(unsent=False), control=SimpleNamespace(drain_deadline=None)
+        ),
+    )
+    for name, value in overrides.items():
+        target = state.ctx if name in ("journal", "control") else state
+        setattr(target, name, value)
+    return state
+
+
+def test_the_loop_sleeps_until_something_falls_due(monkeypatch):
+    from eventservice.pilot.executors import eventservice as es
+
+    monkeypatch.setattr(es.time, "monotonic", lambda: 100.0)
+    wait = es.EventServiceRun._wait_time
+    assert wait(loop_state()) == es.MAX_WAIT  # only what no event announces
+    assert wait(loop_state(channel=SimpleNamespace(connected=0))) == es.PAYLOAD_POLL
+    # A range running since 99.3 is reported running at 100.3.
+    assert wait(loop_state(_running=[(99.3, {}), (99.9, {})])) == pytest.approx(0.3)
+    # A report waiting: the next flush is allowed FLUSH_INTERVAL after the last one...
+    unsent = SimpleNamespace(unsent=True)
+    assert wait(loop_state(journal=unsent, _last_flush=99.9)) == pytest.approx(0.1)
+    # ...and is due at once when that is past.
+    assert wait(loop_state(journal=unsent, _last_flush=50.0)) == 0.0
+    # Out of ranges: the payload has IDLE_WAIT s to go idle.
+    assert wait(loop_state(_out_of_ranges_at=100.3 - es.IDLE_WAIT)) == pytest.approx(0.3)
+    assert wait(loop_state(_out_of_ranges_at=90.0)) == es.MAX_WAIT  # past: acted on
+    assert wait(loop_state(control=SimpleNamespace(drain_deadline=100.2))) == pytest.approx(0.2)
+
+
+def test_an_answer_naming_the_job_stands_for_a_heartbeat_and_its_command_is_obeyed():
+    from eventservice.pilot.executors.eventservice import EventServiceRun
+    from eventservice.pilot.signals import PilotControl
+
+    heard = []
+    run = SimpleNamespace(
+        job=SimpleNamespace(panda_id=7),
+        ctx=SimpleNamespace(
+            heartbeat=SimpleNamespace(heard=lambda: heard.append(True)), control=PilotControl()
+        ),
+    )
+    EventServiceRun._answered(run, {"8": "tobekilled"})  # another job's answer
+    assert heard == [] and not run.ctx.control.draining
+    EventServiceRun._answered(run, {"7": None})
+    assert heard == [True] and not run.ctx.control.draining
+    EventServiceRun._answered(run, {"7": "softkill"})
+    assert len(heard) == 2 and run.ctx.control.draining and not run.ctx.control.killed

@@ -212,3 +212,41 @@ def test_merge_keeps_only_accepted_ranges(tmp_path):
     kept = collect_inputs(Ctx(accepted), [bundle, single], tmp_path / "merge")
     assert [p.name for p in kept["5.1.tar"]] == ["1-2-3-0-1.out"]
     assert [p.name for p in kept[single.name]] == ["1-2-3-1-2.out"]
+
+
+def test_each_report_is_announced_and_the_thread_waits_without_a_timer(tmp_path):
+    journal = ReportJournal(tmp_path / "journal")
+    config = queue_config(tmp_path, not_es_to_zip=True)
+    announced = []
+    stage = StageOut(
+        JOB,
+        config,
+        StorageRouter(config.storages),
+        journal,
+        tmp_path / "stage",
+        on_report=lambda: announced.append(len(journal)),
+    )
+    assert stage._wait_time(finishing=False) is None  # nothing to ship: sleep until put()
+    assert stage._wait_time(finishing=True) == 0.0
+    stage.start()
+    for event_range, path in outputs(tmp_path, 2):
+        stage.put(event_range, path)
+    stage.finish(timeout=10)
+    # Announced once per report, each already on disk for the executor to send.
+    assert announced == [1, 2]
+
+
+def test_a_bundle_in_collection_wakes_the_thread_when_it_is_due(tmp_path):
+    config = queue_config(tmp_path, zip_time_gap=30)
+    stage = StageOut(
+        JOB, config, StorageRouter(config.storages), ReportJournal(tmp_path / "j"), tmp_path / "s"
+    )
+    ((event_range, path),) = outputs(tmp_path, 1)
+    stage._collected.append(stage_output(event_range, path))
+    assert 29 < stage._wait_time(finishing=False) <= 30
+
+
+def stage_output(event_range: dict, path: Path):
+    from eventservice.pilot.stageout import Output
+
+    return Output(event_range, path, None, None)

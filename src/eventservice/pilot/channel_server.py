@@ -79,7 +79,13 @@ class WorkerLost:
     event_ranges: tuple[dict[str, Any], ...]
 
 
-ChannelEvent = RangeStarted | WorkerWaiting | RangeOutput | RangeError | WorkerLost
+@dataclass(frozen=True)
+class Nudge:
+    """Not from a worker: another thread of the pilot has work for the executor (a
+    report to send), which then need not look for it on a timer."""
+
+
+ChannelEvent = RangeStarted | WorkerWaiting | RangeOutput | RangeError | WorkerLost | Nudge
 
 #: Error kind for a message the pilot could not parse but that names a range.
 BAD_MESSAGE_KIND = "ERR_PILOT_BAD_MESSAGE"
@@ -126,6 +132,10 @@ class ChannelServer:
         with self._lock:
             self._buffer.extend(ranges)
         self._wake()
+
+    def nudge(self) -> None:
+        """Wake the consumer of :attr:`events` with a :class:`Nudge`."""
+        self.events.put(Nudge())
 
     def set_no_more(self) -> None:
         """From now on answer ``No more events`` once the buffer is empty."""
@@ -246,8 +256,8 @@ class ChannelServer:
             if conn in self._waiting:
                 self._waiting.remove(conn)
         conn.close()
-        if lost:
-            self.events.put(WorkerLost(lost))
+        # Either way the executor should look at the payload: it may be ending.
+        self.events.put(WorkerLost(lost) if lost else Nudge())
 
     def _receive(self, conn: socket.socket) -> None:
         try:

@@ -2,8 +2,11 @@
 
 Each beat reports the job ``running`` (with what the executor says about progress)
 and hands the answer's command to :class:`~eventservice.pilot.signals.PilotControl`.
-Between beats the thread checks the pilot's own deadline (the queue's ``maxtime``
-minus a margin, or ``--lifetime``) and soft-kills itself when it has passed.
+A beat is skipped while the dispatcher hears from the job another way: an
+``updateEventRanges`` naming the job refreshes its heartbeat and answers its command
+(DESIGN §5), so an ES job that reports ranges every second needs no beat of its own.
+The thread also soft-kills the pilot at its own deadline (the queue's ``maxtime``
+minus a margin, or ``--lifetime``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ class Heartbeat:
         self.control = control
         self.progress = progress
         self.deadline = deadline
+        #: Called after this thread told ``control`` to drain or kill, so the job's
+        #: executor acts now rather than at its next look (an executor may set it).
+        self.wake: Callable[[], None] = lambda: None
         self.beats = 0
+        #: When the dispatcher last heard from the job other than by a beat (monotonic).
+        self._heard_at = -float("inf")
         self._stop = threading.Event()
         self._send_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -58,6 +66,11 @@ class Heartbeat:
             return
         self._send_lock.release()
 
+    def heard(self) -> None:
+        """The dispatcher has just heard from the job (and answered its command) by
+        another call: the next beat is due ``interval`` s from now."""
+        self._heard_at = time.monotonic()
+
     def beat(self) -> None:
         """Send one ``updateJob(running)`` and obey its command."""
         with self._send_lock:
@@ -74,20 +87,28 @@ class Heartbeat:
             self.beats += 1
         if command:
             log.info("dispatcher command on heartbeat: %s", command)
-        self.control.apply_command(command, "heartbeat")
+            self.control.apply_command(command, "heartbeat")
+            self.wake()
 
     def check_deadline(self) -> None:
         """Soft-kill the pilot once its own deadline has passed."""
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.control.request_drain("pilot deadline reached (maxtime/lifetime)", pilot_wide=True)
             self.deadline = None
+            self.wake()
 
     def _run(self) -> None:
         next_beat = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_beat:
-                self.beat()
-                next_beat = time.monotonic() + self.interval
+                if now - self._heard_at < self.interval:
+                    next_beat = self._heard_at + self.interval
+                else:
+                    self.beat()
+                    next_beat = time.monotonic() + self.interval
             self.check_deadline()
-            self._stop.wait(min(1.0, max(0.0, next_beat - time.monotonic())))
+            # Each wake-up costs CPU the payload could use: sleep until the next beat
+            # or the deadline, whichever comes first.
+            wake = next_beat if self.deadline is None else min(next_beat, self.deadline)
+            self._stop.wait(max(0.0, wake - time.monotonic()))

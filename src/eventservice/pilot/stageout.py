@@ -94,6 +94,7 @@ class StageOut:
         max_failures: int = 3,
         retry_delay: float = 5.0,
         on_give_up: Callable[[], None] = lambda: None,
+        on_report: Callable[[], None] = lambda: None,
     ) -> None:
         self.job = job
         self.queue_config = queue_config
@@ -105,6 +106,8 @@ class StageOut:
         self.max_failures = max(1, max_failures)
         self.retry_delay = retry_delay
         self.on_give_up = on_give_up
+        #: Called after each report is journaled, so the executor sends it at once.
+        self.on_report = on_report
         self.given_up = False
         self.shipped_ranges = 0
         self.shipped_events = 0
@@ -147,7 +150,7 @@ class StageOut:
     def _run(self) -> None:
         while True:
             finishing = self._finishing.is_set()
-            self._drain_incoming(timeout=0 if finishing else 0.2)
+            self._drain_incoming(self._wait_time(finishing))
             if self.given_up:
                 self._fail_all("storage gave up earlier")
             elif self._due(finishing):
@@ -155,9 +158,25 @@ class StageOut:
             if finishing and self._incoming.empty() and not self._collected and not self._batches:
                 return
 
-    def _drain_incoming(self, timeout: float) -> None:
+    def _wait_time(self, finishing: bool) -> float | None:
+        """How long to wait for the next output; ``None``: until one comes.
+
+        Only a bundle being collected or a transfer to retry has a time of its own;
+        otherwise the thread sleeps until :meth:`put` or :meth:`finish` wakes it (a
+        wake-up costs CPU the payload could use).
+        """
+        if finishing:
+            return 0.0
+        if self._collected or self._batches:
+            return max(0.0, self._next_ship - time.monotonic())
+        return None
+
+    def _drain_incoming(self, timeout: float | None) -> None:
         try:
-            item = self._incoming.get(timeout=timeout) if timeout else self._incoming.get_nowait()
+            if timeout == 0:
+                item = self._incoming.get_nowait()
+            else:
+                item = self._incoming.get(timeout=timeout)
             while True:
                 if item is not None:
                     self._collected.append(item)
@@ -236,7 +255,7 @@ class StageOut:
                 name[len(output.range_id) + 1 :],
             ),
         )
-        self.journal.add_ranges(
+        self._journal(
             [
                 {
                     **output.finished_entry(),
@@ -274,7 +293,7 @@ class StageOut:
                 f"output(s) is {expected}"
             )
         objstore_id = self._objstore_id(stored)
-        self.journal.add_ranges(
+        self._journal(
             [
                 {
                     "zipFile": {
@@ -296,6 +315,10 @@ class StageOut:
             path.unlink(missing_ok=True)
         log.info("shipped bundle %s with %d range(s)", stored.url, len(paths))
 
+    def _journal(self, items: list[dict[str, Any]], version: int = 0) -> None:
+        self.journal.add_ranges(items, version=version)
+        self.on_report()
+
     def _count_shipped(self, outputs: list[Output]) -> None:
         self.shipped_ranges += len(outputs)
         self.shipped_events += sum(range_events(o.event_range) for o in outputs)
@@ -307,7 +330,7 @@ class StageOut:
             self._report_failed(outputs, codes.STAGEOUT_FAILED, reason)
 
     def _report_failed(self, outputs: list[Output], code: int, reason: str) -> None:
-        self.journal.add_ranges(
+        self._journal(
             [
                 {
                     "eventRangeID": o.range_id,

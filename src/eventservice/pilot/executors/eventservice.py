@@ -48,6 +48,13 @@ END_GAME_REQUESTS = 2
 #: Seconds an out-of-ranges job waits for its payload to go idle (every worker waiting
 #: for a range) so it can be kept; past that it is told ``No more events`` as before.
 IDLE_WAIT = 2.0
+#: Longest the loop sleeps when nothing falls due and no event comes: how soon it sees
+#: what no event announces (a drain or kill asked for, storage given up). Each wake-up
+#: costs CPU the payload could use (about 0.1 ms on a virtual machine; BENCHMARKS.md).
+MAX_WAIT = 0.5
+#: How often the loop looks at the payload while no worker is connected: it is
+#: starting, or it is ending and its exit should be seen at once.
+PAYLOAD_POLL = 0.05
 
 
 def n_ranges(cores: int) -> int:
@@ -101,8 +108,10 @@ class EventServiceRun:
             max_failures=ctx.options.storage_max_failures,
             retry_delay=ctx.options.storage_retry_delay,
             on_give_up=self._storage_gave_up,
+            on_report=self._nudge,
         )
         ctx.heartbeat.progress = self._progress
+        ctx.heartbeat.wake = self._nudge
         self.no_more = False
         self.storage_broken = False
         self.received = 0
@@ -124,6 +133,12 @@ class EventServiceRun:
 
     def _storage_gave_up(self) -> None:
         self.storage_broken = True
+        self._nudge()
+
+    def _nudge(self) -> None:
+        """Wake the loop from another thread: a report to send, a command to obey."""
+        if self.session is not None:
+            self.session.channel.nudge()
 
     def _fail(
         self, ranges: list[dict[str, Any]], code: int, diag: str, fatal: bool = False
@@ -247,7 +262,21 @@ class EventServiceRun:
         except EventServiceError as exc:
             log.warning("running reports not delivered: %s", exc)
             return
-        self.ctx.control.apply_command(result.command_for(self.job.panda_id), "updateEventRanges")
+        self._answered(result.commands)
+
+    def _answered(self, commands: dict[str, str | None]) -> None:
+        """Obey the command an ``updateEventRanges`` answer gives this job, if it names it.
+
+        The dispatcher refreshed the job's heartbeat with that call: the heartbeat
+        thread may skip its next beat.
+        """
+        key = str(self.job.panda_id)
+        if key not in commands:
+            return
+        self.ctx.heartbeat.heard()
+        command = commands[key]
+        if command not in (None, "NULL", ""):
+            self.ctx.control.apply_command(command, "updateEventRanges")
 
     def _flush(self, force: bool = False) -> None:
         """Send journaled reports, at most every ``FLUSH_INTERVAL`` s unless forced."""
@@ -256,9 +285,7 @@ class EventServiceRun:
             return
         self._last_flush = now
         outcome = self.ctx.journal.flush(self.ctx.client)
-        command = outcome.commands.get(str(self.job.panda_id))
-        if command not in (None, "NULL"):
-            self.ctx.control.apply_command(command, "updateEventRanges")
+        self._answered(outcome.commands)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -307,8 +334,9 @@ class EventServiceRun:
         while True:
             try:
                 # Any event wakes the loop: a range handed out, or a worker left waiting
-                # (WorkerWaiting, nothing to handle), may call for ranges at once.
-                self._handle(self.channel.events.get(timeout=0.05))
+                # (WorkerWaiting, nothing to handle), may call for ranges at once; a
+                # Nudge means a report to send.
+                self._handle(self.channel.events.get(timeout=self._wait_time()))
                 while True:
                     self._handle(self.channel.events.get_nowait())
             except queue.Empty:
@@ -341,6 +369,24 @@ class EventServiceRun:
                     log.info("payload not idle %.0f s after the last range: ending it", IDLE_WAIT)
                     self.channel.set_no_more()
                     told_no_more = True
+
+    def _wait_time(self) -> float:
+        """Seconds the loop may sleep before something falls due, if no event comes."""
+        if self.channel.connected == 0:
+            return PAYLOAD_POLL
+        now = time.monotonic()
+        due = [now + MAX_WAIT]
+        if self._running:
+            due.append(self._running[0][0] + RUNNING_REPORT_DELAY)
+        if self.ctx.journal.unsent:
+            due.append(self._last_flush + FLUSH_INTERVAL)
+        # Future times only: one already past has been acted on, and would never pass.
+        if self._out_of_ranges_at is not None and now < self._out_of_ranges_at + IDLE_WAIT:
+            due.append(self._out_of_ranges_at + IDLE_WAIT)
+        deadline = self.ctx.control.drain_deadline
+        if deadline is not None and now < deadline:
+            due.append(deadline)
+        return max(0.0, min(due) - now)
 
     def _out_of_work(self) -> bool:
         """No range of this job left to hand out or waiting for its payload."""
