@@ -32,7 +32,7 @@ POLL_INTERVAL = 0.5
 #: Seconds between reads of the task's summary without a live view (the benchmarks).
 #: Each read costs the dispatcher about 4 ms of CPU and the demo about 1 ms, on the cores
 #: the payloads run on; the makespan comes from the dispatcher's own clock, not the poll.
-QUIET_TASK_POLL_INTERVAL = 1.0
+QUIET_TASK_POLL_INTERVAL = 2.0
 
 
 @dataclass(frozen=True)
