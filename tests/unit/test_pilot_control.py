@@ -131,6 +131,19 @@ def test_no_beat_while_the_dispatcher_hears_from_the_job_otherwise():
     assert len(client.beats) >= 2
 
 
+def test_the_first_beat_is_retried_even_while_the_dispatcher_hears_from_the_job():
+    # A job the dispatcher never heard as running stays `sent` there until a beat gets through.
+    client = FakeClient(["down"])
+    heartbeat = Heartbeat(client, 4, 0.1, PilotControl())
+    heartbeat.start()
+    deadline = time.monotonic() + 5
+    while len(client.beats) < 2 and time.monotonic() < deadline:
+        heartbeat.heard()
+        time.sleep(0.02)
+    heartbeat.stop()
+    assert len(client.beats) >= 2 and heartbeat.beats >= 1
+
+
 def test_heartbeat_soft_kills_at_the_deadline():
     control = PilotControl()
     heartbeat = Heartbeat(FakeClient([]), 4, 60, control, deadline=time.monotonic() + 0.1)

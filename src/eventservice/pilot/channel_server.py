@@ -81,8 +81,9 @@ class WorkerLost:
 
 @dataclass(frozen=True)
 class Nudge:
-    """Not from a worker: another thread of the pilot has work for the executor (a
-    report to send), which then need not look for it on a timer."""
+    """Not a worker's message: something for the executor to look at now rather than
+    on a timer (a report another thread journaled, a command it obeyed, a worker that
+    left without ranges)."""
 
 
 ChannelEvent = RangeStarted | WorkerWaiting | RangeOutput | RangeError | WorkerLost | Nudge

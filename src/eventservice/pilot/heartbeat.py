@@ -2,9 +2,10 @@
 
 Each beat reports the job ``running`` (with what the executor says about progress)
 and hands the answer's command to :class:`~eventservice.pilot.signals.PilotControl`.
-A beat is skipped while the dispatcher hears from the job another way: an
-``updateEventRanges`` naming the job refreshes its heartbeat and answers its command
-(DESIGN §5), so an ES job that reports ranges every second needs no beat of its own.
+Once one beat got through, a beat is skipped while the dispatcher hears from the job
+another way: an ``updateEventRanges`` naming the job refreshes its heartbeat and
+answers its command (DESIGN §5), so an ES job that reports ranges every second needs
+no beat of its own.
 The thread also soft-kills the pilot at its own deadline (the queue's ``maxtime``
 minus a margin, or ``--lifetime``).
 """
@@ -102,7 +103,9 @@ class Heartbeat:
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_beat:
-                if now - self._heard_at < self.interval:
+                # Only once a beat got through: the first one tells the dispatcher
+                # the job is running.
+                if self.beats and now - self._heard_at < self.interval:
                     next_beat = self._heard_at + self.interval
                 else:
                     self.beat()

@@ -335,7 +335,7 @@ class EventServiceRun:
             try:
                 # Any event wakes the loop: a range handed out, or a worker left waiting
                 # (WorkerWaiting, nothing to handle), may call for ranges at once; a
-                # Nudge means a report to send.
+                # Nudge (nothing to handle either) means a report, command or exit to see.
                 self._handle(self.channel.events.get(timeout=self._wait_time()))
                 while True:
                     self._handle(self.channel.events.get_nowait())
