@@ -116,17 +116,19 @@ def test_heartbeat_wakes_the_executor_on_a_command():
 
 def test_no_beat_while_the_dispatcher_hears_from_the_job_otherwise():
     client = FakeClient([])
-    heartbeat = Heartbeat(client, 4, 0.2, PilotControl())
+    heartbeat = Heartbeat(client, 4, 0.5, PilotControl())
     heartbeat.start()
     deadline = time.monotonic() + 5
     while not client.beats and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(client.beats) == 1  # the first beat goes at once
-    for _ in range(20):  # an updateEventRanges naming the job every 0.05 s, for 1 s
+    for _ in range(30):  # an updateEventRanges naming the job every 0.05 s, for 1.5 s
         heartbeat.heard()
         time.sleep(0.05)
     assert len(client.beats) == 1
-    time.sleep(0.5)  # silence: beats resume within an interval
+    deadline = time.monotonic() + 5  # silence: beats resume within an interval
+    while len(client.beats) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     heartbeat.stop()
     assert len(client.beats) >= 2
 
@@ -150,7 +152,10 @@ def test_heartbeat_soft_kills_at_the_deadline():
     woken = []
     heartbeat.wake = lambda: woken.append(control.draining)
     heartbeat.start()
-    time.sleep(0.5)  # the thread sleeps until the deadline, not a beat 60 s away
+    # The thread sleeps until the deadline, not 1 s at a time nor until a beat 60 s away.
+    end = time.monotonic() + 0.9
+    while not control.draining and time.monotonic() < end:
+        time.sleep(0.01)
     heartbeat.stop()
     assert control.draining and control.stop_pilot
     assert woken == [True]
