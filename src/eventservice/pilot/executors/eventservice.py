@@ -274,9 +274,8 @@ class EventServiceRun:
         if key not in commands:
             return
         self.ctx.heartbeat.heard()
-        command = commands[key]
-        if command not in (None, "NULL", ""):
-            self.ctx.control.apply_command(command, "updateEventRanges")
+        # apply_command ignores what is no command (None, "NULL").
+        self.ctx.control.apply_command(commands[key], "updateEventRanges")
 
     def _flush(self, force: bool = False) -> None:
         """Send journaled reports, at most every ``FLUSH_INTERVAL`` s unless forced."""
